@@ -1,0 +1,197 @@
+"""Every setting of alexnet_tf in one place: frozen dataclasses with the paper's defaults.
+
+A `Config` bundles the model (the layer table), the input pipeline and the training recipe.
+`get_config('imagenet')` is the network of the paper (Krizhevsky et al., NIPS 2012, section 3);
+`get_config('cifar10')` keeps its anatomy at 32x32. Entry points parse flags and build a new
+config with `dataclasses.replace`; library code only ever receives config objects.
+"""
+
+import dataclasses
+from typing import Optional, Tuple
+
+FULL = 'full'  # the layer reads the maps of both towers (the paper's cross-GPU connection)
+OWN = 'own'  # the layer reads only its own tower's maps
+
+LRN_IMPLS = ('reference', 'banded')
+
+
+@dataclasses.dataclass(frozen=True)
+class LRNConfig:
+  """Local response normalisation b = a / (bias + alpha * sum_{window} a^2)^beta.
+
+  The window covers `2 * depth_radius + 1` adjacent maps. In TF terms alpha is *not* divided
+  by the window size, so the paper's text is alpha=1e-4 and Caffe's is alpha=1e-4/5.
+  """
+  depth_radius: int = 2  # the paper's n = 5 adjacent maps, 2 on each side
+  bias: float = 2.0  # the paper's k = 2
+  alpha: float = 1e-4  # the paper's alpha, used as written (TF does not divide it by n)
+  beta: float = 0.75  # the paper's beta
+
+
+PAPER_LRN = LRNConfig()
+# Krizhevsky's cuda-convnet and Caffe divide alpha by n, and Caffe's bvlc_alexnet uses k=1:
+# the variant needed to reproduce imported Caffe weights.
+CAFFE_LRN = LRNConfig(depth_radius=2, bias=1.0, alpha=1e-4 / 5, beta=0.75)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvLayer:
+  """One row of the conv part of the layer table. ReLU always follows the convolution."""
+  name: str
+  filters: int  # total over all towers; each of T towers holds filters / T
+  kernel: int
+  stride: int = 1
+  padding: str = 'SAME'  # 'VALID' or 'SAME'
+  reads: str = OWN  # FULL: both towers' maps (or the image); OWN: this tower's maps only
+  bias_init: float = 0.0
+  lrn: bool = False  # LRN after the ReLU (the paper's order: ReLU, LRN, pool)
+  pool: bool = False  # overlapping max pooling after the ReLU/LRN
+  init_stddev: Optional[float] = None  # None: the model's weight_stddev
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseLayer:
+  """A hidden fully connected layer (ReLU, then dropout when training); always reads FULL."""
+  name: str
+  units: int  # total over all towers
+  bias_init: float = 1.0
+  init_stddev: Optional[float] = None  # None: the model's weight_stddev
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """The network: a layer table plus the shared hyper-parameters of its layers."""
+  name: str
+  image_size: int  # square input side the table is built for
+  conv_layers: Tuple[ConvLayer, ...]
+  dense_layers: Tuple[DenseLayer, ...]
+  num_classes: int
+  logits_name: str = 'fc8'  # the classifier layer, reads FULL, no ReLU or dropout
+  logits_bias_init: float = 0.0  # the spec's table: fc8 bias 0
+  logits_init_stddev: Optional[float] = None  # None: weight_stddev
+  weight_stddev: float = 0.01  # paper 5: all weights from N(0, 0.01)
+  dropout_rate: float = 0.5  # paper 4.2: dropout 0.5 on fc6 and fc7
+  lrn: LRNConfig = PAPER_LRN  # paper 3.3 constants
+  lrn_impl: str = 'reference'  # 'reference': tf.nn.local_response_normalization
+  pool_size: int = 3  # paper 3.4: overlapping pooling, z = 3
+  pool_stride: int = 2  # paper 3.4: s = 2
+  pool_padding: str = 'VALID'  # the ImageNet sizes divide exactly (55 -> 27 -> 13 -> 6)
+  num_towers: int = 2  # paper 3.2: the net is split over two GPUs; 1 = one device, not split
+  tower_devices: Tuple[str, ...] = ('/gpu:0', '/gpu:1')  # soft placement falls back to CPU
+
+  def __post_init__(self):
+    if self.num_towers < 1:
+      raise ValueError(f'num_towers must be >= 1, got {self.num_towers}')
+    if len(self.tower_devices) < self.num_towers:
+      raise ValueError(f'{self.num_towers} towers need {self.num_towers} tower_devices, '
+                       f'got {self.tower_devices!r}')
+    if self.lrn_impl not in LRN_IMPLS:
+      raise ValueError(f'lrn_impl must be one of {LRN_IMPLS}, got {self.lrn_impl!r}')
+    if not self.conv_layers:
+      raise ValueError('the layer table needs at least one conv layer')
+    if self.conv_layers[0].reads != FULL:
+      raise ValueError(f'{self.conv_layers[0].name} reads the image, so it must read {FULL!r}')
+    names = [l.name for l in self.conv_layers + self.dense_layers] + [self.logits_name]
+    if len(set(names)) != len(names):
+      raise ValueError(f'layer names must be unique, got {names}')
+    for layer in self.conv_layers + self.dense_layers:
+      width = layer.filters if isinstance(layer, ConvLayer) else layer.units
+      # The integer division pitfall: 2 towers of 95 // 2 kernels would silently lose one.
+      if width % self.num_towers:
+        raise ValueError(f'{layer.name}: {width} units do not split evenly over '
+                         f'{self.num_towers} towers')
+      if isinstance(layer, ConvLayer) and layer.padding not in ('VALID', 'SAME'):
+        raise ValueError(f'{layer.name}: padding must be VALID or SAME, got {layer.padding!r}')
+      if isinstance(layer, ConvLayer) and layer.reads not in (FULL, OWN):
+        raise ValueError(f'{layer.name}: reads must be {FULL!r} or {OWN!r}, got {layer.reads!r}')
+
+
+IMAGENET_MODEL = ModelConfig(
+    name='imagenet',
+    image_size=227,  # (227 - 11) / 4 + 1 = 55; the paper's "224" is a known error
+    conv_layers=(
+        ConvLayer('conv1', 96, 11, stride=4, padding='VALID', reads=FULL, bias_init=0.0,
+                  lrn=True, pool=True),
+        ConvLayer('conv2', 256, 5, reads=OWN, bias_init=1.0, lrn=True, pool=True),
+        ConvLayer('conv3', 384, 3, reads=FULL, bias_init=0.0),
+        ConvLayer('conv4', 384, 3, reads=OWN, bias_init=1.0),
+        ConvLayer('conv5', 256, 3, reads=OWN, bias_init=1.0, pool=True),
+    ),
+    dense_layers=(DenseLayer('fc6', 4096), DenseLayer('fc7', 4096)),
+    num_classes=1000,
+)
+
+# Section 5 of the spec: AlexNet's anatomy (5 conv + 3 fc, two towers with the same own/full
+# connectivity, ReLU, LRN after conv1/conv2, overlapping 3x3/2 pooling, dropout, the same bias
+# rule) with kernels and widths scaled to a 32x32 input. SAME pooling halves 32 -> 16 -> 8 -> 4.
+CIFAR10_MODEL = ModelConfig(
+    name='cifar10',
+    image_size=32,  # the full CIFAR image; training crops 32x32 out of a 4-pixel padded copy
+    conv_layers=(
+        ConvLayer('conv1', 64, 5, reads=FULL, bias_init=0.0, lrn=True, pool=True),
+        ConvLayer('conv2', 128, 5, reads=OWN, bias_init=1.0, lrn=True, pool=True),
+        ConvLayer('conv3', 256, 3, reads=FULL, bias_init=0.0),
+        ConvLayer('conv4', 256, 3, reads=OWN, bias_init=1.0),
+        ConvLayer('conv5', 128, 3, reads=OWN, bias_init=1.0, pool=True),
+    ),
+    dense_layers=(DenseLayer('fc6', 1024), DenseLayer('fc7', 1024)),
+    num_classes=10,
+    pool_padding='SAME',  # 32 is not 2k+3, so VALID pooling would drop border pixels
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """The input pipeline: augmentation of the paper's section 4.1 and test-time crops."""
+  crop_size: int  # side of the square crops fed to the net (the model's image_size)
+  pad: int = 0  # zero padding around the stored image before the random crop
+  random_flip: bool = True  # paper 4.1: horizontal reflections
+  pca_lighting_std: float = 0.1  # paper 4.1: alpha_i ~ N(0, 0.1); 0 disables
+  subtract_mean: str = 'pixel'  # 'pixel': the per-pixel mean image (paper 2); 'rgb'; 'none'
+  shuffle_buffer: int = 10000  # examples; large enough to mix shards of different classes
+  cycle_length: int = 4  # shards read in parallel
+  cache_decoded: bool = False  # keep decoded images in memory (small datasets only)
+
+
+IMAGENET_DATA = DataConfig(crop_size=227)
+CIFAR10_DATA = DataConfig(crop_size=32, pad=4, cache_decoded=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The optimisation recipe of paper section 5."""
+  batch_size: int = 128  # paper 5
+  learning_rate: float = 0.01  # paper 5: initial rate, equal for all layers
+  momentum: float = 0.9  # paper 5
+  weight_decay: float = 5e-4  # paper 5; applied as 0.0005/2 * ||w||^2 on weights only
+  schedule: str = 'plateau'  # paper 5: divide by 10 when validation error stops improving
+  lr_decay_factor: float = 0.1  # paper 5: divided by 10
+  plateau_patience: int = 2  # evaluations without improvement before a decay
+  max_decays: int = 3  # paper 5: "reduced three times prior to termination"
+  step_boundaries_epochs: Tuple[float, ...] = (30.0, 60.0, 80.0)  # the fixed-step schedule
+  epochs: float = 90.0  # paper 5: roughly 90 cycles through the training set
+  max_steps: Optional[int] = None  # overrides epochs when set
+  eval_every_epochs: float = 1.0  # plateau decisions need a validation error each epoch
+  keep_checkpoints: int = 5  # the last N, plus the best one kept separately
+  seed: Optional[int] = None  # graph-level seed; None: nondeterministic
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  model: ModelConfig
+  data: DataConfig
+  train: TrainConfig
+
+
+CONFIGS = {
+    'imagenet': Config(IMAGENET_MODEL, IMAGENET_DATA, TrainConfig()),
+    'cifar10': Config(CIFAR10_MODEL, CIFAR10_DATA, TrainConfig()),
+}
+
+
+def get_config(name: str) -> Config:
+  """The named configuration; `folder` datasets start from `imagenet` with their own classes."""
+  try:
+    return CONFIGS[name]
+  except KeyError:
+    raise ValueError(f'unknown config {name!r}; choose one of {sorted(CONFIGS)}') from None

@@ -1,0 +1,143 @@
+"""The layers of AlexNet as explicit `tf.compat.v1` graph ops.
+
+Every layer creates its variables with `tf.compat.v1.get_variable` inside the caller's
+variable scope, so checkpoints have stable names (`alexnet/tower0/conv2/weights`) and
+`reuse` works as in any TF1 model. Nothing here knows about towers, datasets or losses.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf.config import LRNConfig
+
+tf1 = tf.compat.v1
+
+WEIGHTS = 'weights'
+BIASES = 'biases'
+
+
+def _variables(weight_shape, num_outputs, stddev, bias_init, dtype):
+  weights = tf1.get_variable(WEIGHTS, weight_shape, dtype=dtype,
+                             initializer=tf1.random_normal_initializer(0.0, stddev))
+  biases = tf1.get_variable(BIASES, [num_outputs], dtype=dtype,
+                            initializer=tf1.constant_initializer(bias_init))
+  return weights, biases
+
+
+def conv2d(inputs, filters, kernel, stride=1, padding='SAME', bias_init=0.0, stddev=0.01,
+           scope='conv'):
+  """Convolution plus bias, no activation.
+
+  Args:
+    inputs: [batch, height, width, in_channels].
+    filters: number of output channels.
+    kernel: square kernel side.
+    stride: square stride.
+    padding: 'VALID' or 'SAME'. VALID raises ValueError when the stride does not tile the
+      input exactly, because silently dropping border pixels (224 -> 54, the paper's
+      typo) changes every later shape.
+    bias_init: constant initial bias (the paper uses 1 to give ReLUs positive inputs).
+    stddev: standard deviation of the zero-mean Gaussian weights.
+    scope: variable scope name.
+
+  Returns:
+    [batch, out_height, out_width, filters].
+  """
+  with tf1.variable_scope(scope):
+    in_channels = inputs.shape[-1]
+    if in_channels is None:
+      raise ValueError(f'{scope}: the channel dimension of the input must be known')
+    _check_exact_tiling(inputs, kernel, stride, padding, scope)
+    weights, biases = _variables([kernel, kernel, int(in_channels), filters], filters, stddev,
+                                 bias_init, inputs.dtype)
+    outputs = tf.nn.conv2d(inputs, weights, strides=[1, stride, stride, 1], padding=padding)
+    return tf.nn.bias_add(outputs, biases)
+
+
+def dense(inputs, units, bias_init=0.0, stddev=0.01, scope='fc'):
+  """Fully connected layer plus bias, no activation: [batch, in] -> [batch, units]."""
+  with tf1.variable_scope(scope):
+    in_units = inputs.shape[-1]
+    if inputs.shape.rank != 2 or in_units is None:
+      raise ValueError(f'{scope}: expected a [batch, features] input with known features, '
+                       f'got shape {inputs.shape}')
+    weights, biases = _variables([int(in_units), units], units, stddev, bias_init,
+                                 inputs.dtype)
+    return tf.nn.bias_add(tf.matmul(inputs, weights), biases)
+
+
+def max_pool(inputs, size=3, stride=2, padding='VALID', name='pool'):
+  """Max pooling; size 3 stride 2 is the paper's overlapping pooling (section 3.4).
+
+  [batch, height, width, channels] -> [batch, out_height, out_width, channels].
+  """
+  _check_exact_tiling(inputs, size, stride, padding, name)
+  return tf.nn.max_pool2d(inputs, ksize=size, strides=stride, padding=padding, name=name)
+
+
+def _check_exact_tiling(inputs, window, stride, padding, name):
+  if padding != 'VALID':
+    return
+  for axis, label in ((1, 'height'), (2, 'width')):
+    size = inputs.shape[axis]
+    if size is None:
+      continue
+    if size < window or (size - window) % stride:
+      raise ValueError(
+          f'{name}: input {label} {size} does not fit a {window}x{window} window with '
+          f'stride {stride} and VALID padding ({size} - {window} is not a multiple of '
+          f'{stride}); the trailing pixels would be dropped. AlexNet takes 227x227 inputs: '
+          f'the paper\'s "224" is a known error.')
+
+
+def local_response_norm(inputs, config: LRNConfig, impl='reference', name='lrn'):
+  """Local response normalisation across channels (paper section 3.3).
+
+  b[..., c] = a[..., c] / (bias + alpha * sum_{|c' - c| <= depth_radius} a[..., c']^2)^beta
+
+  Args:
+    inputs: [batch, height, width, channels].
+    config: the constants; `alpha` multiplies the plain sum (TF convention).
+    impl: 'reference' is `tf.nn.local_response_normalization`; 'banded' computes the
+      windowed sum of squares as a matrix product with a 0/1 band matrix, which maps onto
+      the fast GEMM kernels and has an exact gradient by automatic differentiation.
+    name: op name.
+
+  Returns:
+    [batch, height, width, channels], same dtype.
+  """
+  if impl == 'reference':
+    return tf.nn.local_response_normalization(
+        inputs, depth_radius=config.depth_radius, bias=config.bias, alpha=config.alpha,
+        beta=config.beta, name=name)
+  if impl == 'banded':
+    return _banded_lrn(inputs, config, name)
+  raise ValueError(f'unknown LRN implementation {impl!r}; use "reference" or "banded"')
+
+
+def lrn_band_matrix(channels, depth_radius):
+  """[channels, channels] 0/1 matrix with ones where |i - j| <= depth_radius."""
+  index = np.arange(channels)
+  return (np.abs(index[:, None] - index[None, :]) <= depth_radius).astype(np.float32)
+
+
+def _banded_lrn(inputs, config, name):
+  with tf1.name_scope(name):
+    channels = int(inputs.shape[-1])
+    band = tf.constant(lrn_band_matrix(channels, config.depth_radius), dtype=inputs.dtype)
+    squares = tf.reshape(tf.square(inputs), [-1, channels])
+    window_sums = tf.reshape(tf.matmul(squares, band), tf.shape(inputs))
+    scale = tf.pow(config.bias + config.alpha * window_sums, -config.beta)
+    return tf.multiply(inputs, scale, name='output')
+
+
+def dropout(inputs, rate, training, name='dropout'):
+  """Inverted dropout when `training` (a Python bool) is true, the identity otherwise.
+
+  Scaling kept units by 1 / (1 - rate) at training time is equivalent to the paper's
+  "multiply the outputs by 0.5 at test time" and leaves the test graph untouched. The op
+  seed comes from the graph-level seed, so a seeded graph drops the same units every time.
+  """
+  if not training or rate == 0.0:
+    return inputs
+  return tf.nn.dropout(inputs, rate=rate, name=name)

@@ -1,0 +1,182 @@
+"""AlexNet as a `tf.compat.v1` graph, built from a layer table (`config.ModelConfig`).
+
+The paper splits every layer over two GPUs ("towers"). Tower t is built under
+`tf.device(config.tower_devices[t])` and holds 1/T of each layer's kernels. Layers marked
+FULL read the maps of every tower (the only places where data crosses devices: conv1 reads
+the image, conv3 and the fully connected layers read both towers); layers marked OWN read only
+their own tower. With `num_towers=1` the same table builds one unsplit network on one device.
+
+Names in the graph (with the default scope `alexnet`):
+  alexnet/tower{t}/{layer}/weights, .../biases   the variables of tower t
+  alexnet/classifier/{logits_name}/...           the classifier layer (fc8), on tower 0
+  alexnet/{endpoint}:0                           one tensor per layer boundary, concatenated
+                                                 over towers along channels
+
+Endpoints of the ImageNet net on a [batch, 227, 227, 3] input (see also README.md):
+  conv1 [b, 55, 55, 96]   lrn1 [b, 55, 55, 96]   pool1 [b, 27, 27, 96]
+  conv2 [b, 27, 27, 256]  lrn2 [b, 27, 27, 256]  pool2 [b, 13, 13, 256]
+  conv3 [b, 13, 13, 384]  conv4 [b, 13, 13, 384] conv5 [b, 13, 13, 256]
+  pool5 [b, 6, 6, 256]    flatten [b, 9216]      fc6 [b, 4096]  fc7 [b, 4096]
+  fc8 [b, 1000] (the logits)
+60,965,224 trainable parameters with two towers, 62,378,344 with one.
+
+Endpoints of the CIFAR-10 net (`config.CIFAR10_MODEL`) on [batch, 32, 32, 3]:
+  conv1 [b, 32, 32, 64]   pool1 [b, 16, 16, 64]  conv2 [b, 16, 16, 128] pool2 [b, 8, 8, 128]
+  conv3 [b, 8, 8, 256]    conv4 [b, 8, 8, 256]   conv5 [b, 8, 8, 128]   pool5 [b, 4, 4, 128]
+  flatten [b, 2048]       fc6 [b, 1024]          fc7 [b, 1024]          fc8 [b, 10]
+4,003,338 trainable parameters with two towers (4,548,106 with one).
+
+Flattening is NHWC: the 9216 inputs of fc6 are ordered (row, column, channel), with tower 0's
+channels first. Weights converted from channel-first frameworks (Caffe) must be permuted.
+"""
+
+import contextlib
+from typing import Dict, List, Tuple
+
+import tensorflow as tf
+
+from alexnet_tf import layers
+from alexnet_tf.config import FULL, ModelConfig
+
+tf1 = tf.compat.v1
+
+Endpoints = Dict[str, tf.Tensor]
+
+
+def build_alexnet(images: tf.Tensor, config: ModelConfig, training: bool,
+                  scope: str = 'alexnet') -> Tuple[tf.Tensor, Endpoints]:
+  """Builds the network on `images` and returns (logits, endpoints).
+
+  Args:
+    images: float [batch, S, S, 3] with S = config.image_size, RGB, mean subtracted.
+    config: the layer table and layer hyper-parameters.
+    training: Python bool; enables dropout.
+    scope: variable scope of all variables and endpoint names.
+
+  Returns:
+    logits: [batch, num_classes], also endpoints[config.logits_name].
+    endpoints: layer name -> tensor, in build order (see the module docstring).
+
+  Raises:
+    ValueError: when the input is not [batch, S, S, 3] with the configured S.
+  """
+  _check_input(images, config)
+  endpoints: Endpoints = {}
+  with tf1.variable_scope(scope):
+    tower = _TowerScopes(config)
+    towers = _build_conv_towers(images, config, tower, endpoints)
+    towers = _build_dense_towers(towers, config, tower, training, endpoints)
+    with tf.device(config.tower_devices[0]), tf1.variable_scope('classifier'):
+      logits = layers.dense(_read_full(towers), config.num_classes,
+                            bias_init=config.logits_bias_init,
+                            stddev=_stddev(config.logits_init_stddev, config),
+                            scope=config.logits_name)
+    endpoints[config.logits_name] = tf.identity(logits, name=config.logits_name)
+  return endpoints[config.logits_name], endpoints
+
+
+def _check_input(images, config):
+  shape = images.shape
+  expected = f'[batch, {config.image_size}, {config.image_size}, 3]'
+  if shape.rank != 4:
+    raise ValueError(f'the {config.name} net takes images of shape {expected}, got {shape}')
+  height, width, channels = shape[1], shape[2], shape[3]
+  if (height, width, channels) != (config.image_size, config.image_size, 3):
+    hint = ''
+    if config.image_size == 227 and (height, width) == (224, 224):
+      hint = (' The paper\'s "224" is a known error: an 11x11 stride-4 VALID conv on 224 gives '
+              '54x54 (and a 5x5 pool5); crop 227x227 instead.')
+    raise ValueError(f'the {config.name} net takes images of shape {expected}, '
+                     f'got {shape}.{hint}')
+
+
+class _TowerScopes:
+  """`with tower(t):` enters tower t's device and its one variable/name scope.
+
+  Re-entering a scope by its string name would open `tower0_1/`, `tower0_2/`, ... name
+  scopes, so ops of one tower would not share a prefix; the scope objects are kept instead.
+  """
+
+  def __init__(self, config):
+    self._devices = config.tower_devices
+    self._scopes = []
+    for t in range(config.num_towers):
+      with tf1.variable_scope(f'tower{t}') as scope:
+        self._scopes.append(scope)
+
+  @contextlib.contextmanager
+  def __call__(self, t):
+    scope = self._scopes[t]
+    with tf.device(self._devices[t]), \
+        tf1.variable_scope(scope, auxiliary_name_scope=False), \
+        tf1.name_scope(scope.original_name_scope):
+      yield
+
+
+def _stddev(layer_stddev, config):
+  return config.weight_stddev if layer_stddev is None else layer_stddev
+
+
+def _read_full(towers: List[tf.Tensor]) -> tf.Tensor:
+  """Every tower's maps, concatenated on the channel axis (the cross-device read)."""
+  return towers[0] if len(towers) == 1 else tf.concat(towers, axis=-1)
+
+
+def _add_endpoint(endpoints, name, towers):
+  endpoints[name] = (tf.identity(towers[0], name=name) if len(towers) == 1
+                     else tf.concat(towers, axis=-1, name=name))
+
+
+def _build_conv_towers(images, config, tower, endpoints) -> List[tf.Tensor]:
+  towers = [images]  # conv1 reads FULL, so every tower sees the whole image
+  for spec in config.conv_layers:
+    stages = {'conv': [], 'lrn': [], 'pool': []}
+    outputs = []
+    for t in range(config.num_towers):
+      with tower(t):
+        x = _read_full(towers) if spec.reads == FULL else towers[t]
+        x = tf.nn.relu(layers.conv2d(
+            x, spec.filters // config.num_towers, spec.kernel, spec.stride, spec.padding,
+            spec.bias_init, _stddev(spec.init_stddev, config), scope=spec.name))
+        stages['conv'].append(x)
+        if spec.lrn:
+          # The paper's order: ReLU, then LRN, then pooling (CaffeNet swaps the last two).
+          x = layers.local_response_norm(x, config.lrn, config.lrn_impl,
+                                         name=f'{spec.name}_lrn')
+          stages['lrn'].append(x)
+        if spec.pool:
+          x = layers.max_pool(x, config.pool_size, config.pool_stride, config.pool_padding,
+                              name=f'{spec.name}_pool')
+          stages['pool'].append(x)
+      outputs.append(x)
+    suffix = spec.name[len('conv'):] if spec.name.startswith('conv') else f'_{spec.name}'
+    _add_endpoint(endpoints, spec.name, stages['conv'])
+    if spec.lrn:
+      _add_endpoint(endpoints, f'lrn{suffix}', stages['lrn'])
+    if spec.pool:
+      _add_endpoint(endpoints, f'pool{suffix}', stages['pool'])
+    towers = outputs
+  return towers
+
+
+def _build_dense_towers(towers, config, tower, training, endpoints) -> List[tf.Tensor]:
+  # Flattened once per tower device, after the FULL read, so each device owns its copy.
+  flat = []
+  for t in range(config.num_towers):
+    with tower(t):
+      x = _read_full(towers)
+      flat.append(tf.reshape(x, [-1, x.shape[1] * x.shape[2] * x.shape[3]]))
+  endpoints['flatten'] = tf.identity(flat[0], name='flatten')
+  towers = flat
+  for i, spec in enumerate(config.dense_layers):
+    outputs = []
+    for t in range(config.num_towers):
+      with tower(t):
+        x = towers[t] if i == 0 else _read_full(towers)
+        x = tf.nn.relu(layers.dense(x, spec.units // config.num_towers, spec.bias_init,
+                                    _stddev(spec.init_stddev, config), scope=spec.name))
+        outputs.append(layers.dropout(x, config.dropout_rate, training,
+                                      name=f'{spec.name}_dropout'))
+    _add_endpoint(endpoints, spec.name, outputs)
+    towers = outputs
+  return towers
