@@ -1,0 +1,135 @@
+"""The `tf.estimator` model_fn: loss, the paper's optimiser, metrics and predictions."""
+
+from typing import Optional, Sequence
+
+import tensorflow as tf
+
+from alexnet_tf.config import ModelConfig, TrainConfig
+from alexnet_tf.layers import WEIGHTS
+from alexnet_tf.model import build_alexnet
+from alexnet_tf.schedule import LearningRateFn
+
+tf1 = tf.compat.v1
+ModeKeys = tf.estimator.ModeKeys
+
+TOP_K = 5
+# Keys of the PREDICT outputs and of the serving signature.
+CLASSES = 'classes'  # int64 [batch]
+PROBABILITIES = 'probabilities'  # float32 [batch, num_classes]
+TOP_K_CLASSES = 'top5_classes'  # int64 [batch, 5]
+TOP_K_PROBABILITIES = 'top5_probabilities'  # float32 [batch, 5]
+TOP_K_NAMES = 'top5_class_names'  # string [batch, 5]
+LOGITS = 'logits'  # float32 [batch, num_classes] (centre crop) or [batch, 10, num_classes]
+
+
+def weight_decay_loss(weight_decay: float) -> tf.Tensor:
+  """0.0005 / 2 * ||w||^2 over the weights (not the biases) of the trainable variables.
+
+  With momentum SGD this is the paper's update v <- 0.9 v - 0.0005 lr w - lr grad.
+  Biases are excluded, as in cuda-convnet's layer definitions (wcBias 0): decaying the
+  bias of 1 that keeps the ReLUs alive would work against its purpose.
+  """
+  weights = [v for v in tf1.trainable_variables() if v.op.name.endswith('/' + WEIGHTS)]
+  if not weights:
+    raise ValueError('no weight variables found for weight decay')
+  return tf.multiply(weight_decay / 2.0, tf.add_n([tf.reduce_sum(tf.square(w)) for w in weights]),
+                     name='weight_decay')
+
+
+def make_model_fn(model_config: ModelConfig, train_config: TrainConfig,
+                  learning_rate: Optional[LearningRateFn] = None,
+                  class_names: Optional[Sequence[str]] = None,
+                  image_summaries: int = 3):
+  """Returns `model_fn(features, labels, mode)` for `tf.estimator.Estimator`.
+
+  Args:
+    model_config: the network.
+    train_config: optimiser settings (momentum, weight decay).
+    learning_rate: global_step -> learning rate tensor; needed for TRAIN.
+    class_names: names of the classes, for the top-5 names output; None gives their indices.
+    image_summaries: how many input images to show in TensorBoard (TRAIN only).
+
+  The features are `{'image': float32 [batch, S, S, 3]}`, or `[batch, 10, S, S, 3]` for
+  10-crop evaluation, where the softmaxes of the ten crops are averaged (paper section 4.1).
+  Labels are int32 [batch].
+  """
+  if class_names is not None and len(class_names) != model_config.num_classes:
+    raise ValueError(f'{len(class_names)} class names for a {model_config.num_classes}-class '
+                     f'model')
+  names = list(class_names) if class_names else [str(i) for i in range(model_config.num_classes)]
+
+  def model_fn(features, labels, mode):
+    images = features['image'] if isinstance(features, dict) else features
+    training = mode == ModeKeys.TRAIN
+    logits, probabilities = _logits_and_probabilities(images, model_config, training)
+    predictions = _predictions(logits, probabilities, names)
+    if mode == ModeKeys.PREDICT:
+      # Before any loss: serving graphs carry no labels, optimiser or metrics.
+      return tf.estimator.EstimatorSpec(
+          mode, predictions=predictions,
+          export_outputs={'serving_default': tf.estimator.export.PredictOutput(
+              {k: v for k, v in predictions.items() if k != LOGITS})})
+
+    labels = tf.cast(labels, tf.int32)
+    if logits.shape.rank == 2:
+      cross_entropy = tf1.losses.sparse_softmax_cross_entropy(labels, logits)
+    else:  # 10-crop: the cross-entropy of the averaged softmax that makes the prediction
+      cross_entropy = -tf.reduce_mean(tf.math.log(tf.maximum(
+          tf.gather(probabilities, labels, batch_dims=1), 1e-12)))
+    loss = tf.add(cross_entropy, weight_decay_loss(train_config.weight_decay), name='total_loss')
+    in_top1 = tf.equal(predictions[CLASSES], tf.cast(labels, tf.int64))
+    in_top5 = tf.nn.in_top_k(predictions=probabilities, targets=labels, k=TOP_K)
+
+    if mode == ModeKeys.EVAL:
+      metrics = {
+          'top1_accuracy': tf1.metrics.mean(tf.cast(in_top1, tf.float32)),
+          'top5_accuracy': tf1.metrics.mean(tf.cast(in_top5, tf.float32)),
+          'cross_entropy': tf1.metrics.mean(cross_entropy),
+      }
+      return tf.estimator.EstimatorSpec(mode, loss=loss, predictions=predictions,
+                                        eval_metric_ops=metrics)
+
+    if learning_rate is None:
+      raise ValueError('make_model_fn needs a learning_rate schedule to train')
+    global_step = tf1.train.get_or_create_global_step()
+    lr = tf.identity(learning_rate(global_step), name='learning_rate')
+    tf1.summary.scalar('learning_rate', lr)
+    tf1.summary.scalar('cross_entropy', cross_entropy)
+    tf1.summary.scalar('train_top1_accuracy', tf.reduce_mean(tf.cast(in_top1, tf.float32)))
+    tf1.summary.scalar('train_top5_accuracy', tf.reduce_mean(tf.cast(in_top5, tf.float32)))
+    if image_summaries:
+      # Inputs are mean-subtracted 0-255 values; rescale each image to [0, 1] for display.
+      shown = images[:image_summaries]
+      lo = tf.reduce_min(shown, axis=[1, 2, 3], keepdims=True)
+      hi = tf.reduce_max(shown, axis=[1, 2, 3], keepdims=True)
+      tf1.summary.image('inputs', (shown - lo) / tf.maximum(hi - lo, 1e-6),
+                        max_outputs=image_summaries)
+    optimizer = tf1.train.MomentumOptimizer(lr, momentum=train_config.momentum)
+    train_op = optimizer.minimize(loss, global_step=global_step)
+    return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
+
+  return model_fn
+
+
+def _logits_and_probabilities(images, model_config, training):
+  """Logits and softmax; a [batch, 10, S, S, 3] input gets per-crop logits, averaged softmax."""
+  if images.shape.rank == 5:
+    crops = images.shape[1]
+    size = model_config.image_size
+    logits, _ = build_alexnet(tf.reshape(images, [-1, size, size, 3]), model_config, training)
+    logits = tf.reshape(logits, [-1, crops, model_config.num_classes])
+    return logits, tf.reduce_mean(tf.nn.softmax(logits), axis=1)
+  logits, _ = build_alexnet(images, model_config, training)
+  return logits, tf.nn.softmax(logits)
+
+
+def _predictions(logits, probabilities, names):
+  top_probabilities, top_classes = tf.nn.top_k(probabilities, k=min(TOP_K, len(names)))
+  return {
+      CLASSES: tf.argmax(probabilities, axis=-1),
+      PROBABILITIES: probabilities,
+      TOP_K_CLASSES: tf.cast(top_classes, tf.int64),
+      TOP_K_PROBABILITIES: top_probabilities,
+      TOP_K_NAMES: tf.gather(tf.constant(names), top_classes),
+      LOGITS: logits,
+  }

@@ -1,0 +1,187 @@
+"""The training loop: Estimator training in intervals, evaluation, the plateau schedule,
+the best checkpoint, resumption and the final export.
+
+Each interval trains to the next evaluation boundary, evaluates on the validation split and
+updates the schedule. Every boundary is a checkpoint, so a run killed at any point and started
+again with the same command continues from its newest checkpoint with the schedule state it
+had (a checkpoint whose evaluation was lost to the kill is evaluated first).
+"""
+
+import dataclasses
+import glob
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from typing import Dict, Optional
+
+import tensorflow as tf
+
+from alexnet_tf import hooks, input_pipeline, records, schedule
+from alexnet_tf.config import Config
+from alexnet_tf.model_fn import make_model_fn
+
+tf1 = tf.compat.v1
+log = logging.getLogger(__name__)
+
+BEST_DIR = 'best'
+HISTORY_FILE = 'history.jsonl'
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+  """Step counts derived from the dataset size and the training config."""
+  steps_per_epoch: int
+  total_steps: int
+  eval_every: int
+
+  @classmethod
+  def make(cls, config: Config, num_train: int) -> 'RunPlan':
+    train = config.train
+    steps_per_epoch = num_train // train.batch_size
+    if steps_per_epoch < 1:
+      raise ValueError(f'the training split has {num_train} examples, fewer than one batch '
+                       f'of {train.batch_size}; lower --batch-size')
+    total = train.max_steps if train.max_steps is not None else math.ceil(
+        train.epochs * steps_per_epoch)
+    eval_every = max(1, round(train.eval_every_epochs * steps_per_epoch))
+    return cls(steps_per_epoch, total, min(eval_every, total))
+
+
+def session_config(model_config) -> tf1.ConfigProto:
+  """Soft placement (towers ask for GPUs) and as many CPU devices as the towers name."""
+  cpus = {tf.DeviceSpec.from_string(d).device_index for d in model_config.tower_devices
+          if tf.DeviceSpec.from_string(d).device_type in ('CPU', 'cpu')}
+  count = max([i + 1 for i in cpus if i is not None] + [1])
+  return tf1.ConfigProto(allow_soft_placement=True, device_count={'CPU': count})
+
+
+def latest_step(model_dir: str) -> int:
+  path = tf1.train.latest_checkpoint(model_dir)
+  return int(path.rsplit('-', 1)[1]) if path else 0
+
+
+def model_config_for(config: Config, metadata: records.DatasetMetadata):
+  """The configured net with as many outputs as the dataset has classes."""
+  return dataclasses.replace(config.model, num_classes=metadata.num_classes)
+
+
+def make_estimator(config: Config, metadata, model_dir, learning_rate=None, seed=None,
+                   save_every=None):
+  """An Estimator over `model_dir`; `save_every` steps it checkpoints (and at the end)."""
+  model_config = model_config_for(config, metadata)
+  run_config = tf.estimator.RunConfig(
+      model_dir=model_dir, tf_random_seed=seed, session_config=session_config(model_config),
+      save_checkpoints_steps=save_every, save_checkpoints_secs=None,
+      keep_checkpoint_max=config.train.keep_checkpoints, save_summary_steps=100,
+      log_step_count_steps=None)
+  model_fn = make_model_fn(model_config, config.train, learning_rate, metadata.classes)
+  return tf.estimator.Estimator(model_fn, config=run_config)
+
+
+def train_and_evaluate(config: Config, data_dir: str, model_dir: str,
+                       export_dir: Optional[str] = None) -> Dict[str, float]:
+  """Trains `config` on `data_dir` into `model_dir`, resuming what is there.
+
+  Returns the metrics of the last evaluation. Exports a SavedModel to `export_dir` at the
+  end when given.
+  """
+  metadata = records.read_metadata(data_dir)
+  for split in (records.TRAIN, records.VALIDATION):
+    records.shard_files(data_dir, split)  # fail now, not after an epoch of training
+  plan = RunPlan.make(config, metadata.counts[records.TRAIN])
+  os.makedirs(model_dir, exist_ok=True)
+  state = schedule.load_state(model_dir, config.train)
+  log.info('%s: %d training examples, %d steps per epoch, %d steps in all, evaluating every '
+           '%d steps; model dir %s', metadata.name, metadata.counts[records.TRAIN],
+           plan.steps_per_epoch, plan.total_steps, plan.eval_every, model_dir)
+  metrics = {}
+  step = latest_step(model_dir)
+  if step:
+    log.info('resuming from step %d (learning rate %g)', step, state.learning_rate)
+  while True:
+    if step > state.last_eval_step and (step % plan.eval_every == 0 or step >= plan.total_steps):
+      metrics, state = _evaluate_and_update(config, metadata, data_dir, model_dir, state, step)
+    if step >= plan.total_steps:
+      break
+    target = min(plan.total_steps, (step // plan.eval_every + 1) * plan.eval_every)
+    _train_interval(config, metadata, data_dir, model_dir, plan, state, step, target)
+    step = latest_step(model_dir)
+  if export_dir:
+    from alexnet_tf import export  # pylint: disable=import-outside-toplevel
+    path = export.export_saved_model(make_estimator(config, metadata, model_dir), config,
+                                     metadata, data_dir, export_dir)
+    log.info('exported SavedModel to %s', path)
+  return metrics
+
+
+def _train_interval(config, metadata, data_dir, model_dir, plan, state, step, target):
+  train = config.train
+  if train.schedule == 'plateau':
+    learning_rate = schedule.constant(state.learning_rate)
+  elif train.schedule == 'step':
+    learning_rate = schedule.piecewise(
+        train.learning_rate, [b * plan.steps_per_epoch for b in train.step_boundaries_epochs],
+        train.lr_decay_factor)
+  else:
+    raise ValueError(f'unknown schedule {train.schedule!r}; use "plateau" or "step"')
+  # A new seed per interval: the same seed would replay the same shuffle and dropout masks.
+  seed = None if train.seed is None else train.seed + step
+  # Checkpoints land on evaluation boundaries, where the schedule is decided.
+  estimator = make_estimator(config, metadata, model_dir, learning_rate, seed,
+                             save_every=plan.eval_every)
+
+  def input_fn():
+    return input_pipeline.make_dataset(data_dir, records.TRAIN, config.data, train.batch_size,
+                                       training=True, seed=seed)
+
+  progress = hooks.ProgressHook(train.batch_size, plan.total_steps, model_dir,
+                                description=f'epoch {step / plan.steps_per_epoch + 1:.1f}')
+  estimator.train(input_fn, max_steps=target, hooks=[progress])
+
+
+def _evaluate_and_update(config, metadata, data_dir, model_dir, state, step):
+  estimator = make_estimator(config, metadata, model_dir)
+  start = time.time()
+
+  def input_fn():
+    return input_pipeline.make_dataset(data_dir, records.VALIDATION, config.data,
+                                       config.train.batch_size, training=False)
+
+  metrics = estimator.evaluate(input_fn, name='validation')
+  metrics = {k: float(v) for k, v in metrics.items()}
+  error = 1.0 - metrics['top1_accuracy']
+  new_state = state.after_evaluation(error, step, config.train)
+  if new_state.best_step == step:
+    _keep_best(model_dir, step, metrics)
+  if new_state.decays > state.decays:
+    log.info('validation error has not improved for %d evaluations: learning rate %g -> %g',
+             config.train.plateau_patience, state.learning_rate, new_state.learning_rate)
+  schedule.save_state(model_dir, new_state)
+  record = dict(step=step, time=time.time(), eval_seconds=time.time() - start,
+                learning_rate=state.learning_rate, **metrics)
+  with open(os.path.join(model_dir, HISTORY_FILE), 'a', encoding='utf-8') as f:
+    f.write(json.dumps(record) + '\n')
+  log.info('step %d: validation top-1 %.4f, top-5 %.4f, loss %.4f (best top-1 %.4f at step %s)',
+           step, metrics['top1_accuracy'], metrics['top5_accuracy'], metrics['loss'],
+           1.0 - new_state.best_error, new_state.best_step)
+  return metrics, new_state
+
+
+def _keep_best(model_dir, step, metrics):
+  """Copies checkpoint `step` to model_dir/best/, replacing the previous best."""
+  best = os.path.join(model_dir, BEST_DIR)
+  tmp = best + '.tmp'
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  prefix = os.path.join(model_dir, f'model.ckpt-{step}')
+  for path in glob.glob(prefix + '.*'):
+    shutil.copy2(path, tmp)
+  with open(os.path.join(tmp, 'checkpoint'), 'w', encoding='utf-8') as f:
+    f.write(f'model_checkpoint_path: "model.ckpt-{step}"\n')
+  with open(os.path.join(tmp, 'metrics.json'), 'w', encoding='utf-8') as f:
+    json.dump(dict(step=step, **metrics), f, indent=2)
+  shutil.rmtree(best, ignore_errors=True)
+  os.replace(tmp, best)

@@ -1,0 +1,82 @@
+"""Learning-rate schedules of paper section 5.
+
+`plateau`: "divide the learning rate by 10 when the validation error rate stopped improving
+with the current learning rate". Its state lives in `schedule_state.json` in the model
+directory, written atomically after each evaluation, so a killed run continues with the rate
+it had. `step`: a fixed piecewise-constant schedule on the global step.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Callable, Optional, Sequence
+
+import tensorflow as tf
+
+from alexnet_tf.config import TrainConfig
+
+STATE_FILE = 'schedule_state.json'
+
+LearningRateFn = Callable[[tf.Tensor], tf.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class PlateauState:
+  """Where the plateau schedule stands after the evaluation at `last_eval_step`."""
+  learning_rate: float
+  best_error: Optional[float] = None  # lowest validation top-1 error seen
+  best_step: Optional[int] = None
+  evals_without_improvement: int = 0
+  decays: int = 0
+  last_eval_step: int = 0
+
+  def after_evaluation(self, error: float, step: int, config: TrainConfig) -> 'PlateauState':
+    """The state after a validation top-1 `error` measured at global step `step`."""
+    if self.best_error is None or error < self.best_error:
+      return dataclasses.replace(self, best_error=error, best_step=step,
+                                 evals_without_improvement=0, last_eval_step=step)
+    waited = self.evals_without_improvement + 1
+    if waited >= config.plateau_patience and self.decays < config.max_decays:
+      return dataclasses.replace(self, learning_rate=self.learning_rate * config.lr_decay_factor,
+                                 decays=self.decays + 1, evals_without_improvement=0,
+                                 last_eval_step=step)
+    return dataclasses.replace(self, evals_without_improvement=waited, last_eval_step=step)
+
+
+def load_state(model_dir: str, config: TrainConfig) -> PlateauState:
+  """The saved plateau state, or a fresh one at `config.learning_rate`."""
+  path = os.path.join(model_dir, STATE_FILE)
+  if not os.path.isfile(path):
+    return PlateauState(learning_rate=config.learning_rate)
+  with open(path, encoding='utf-8') as f:
+    try:
+      return PlateauState(**json.load(f))
+    except (ValueError, TypeError) as e:
+      raise ValueError(f'{path}: unreadable schedule state ({e}); delete it to restart the '
+                       f'schedule at the initial learning rate') from None
+
+
+def save_state(model_dir: str, state: PlateauState) -> None:
+  path = os.path.join(model_dir, STATE_FILE)
+  tmp = path + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(dataclasses.asdict(state), f, indent=2)
+  os.replace(tmp, path)
+
+
+def constant(learning_rate: float) -> LearningRateFn:
+  """The plateau schedule within one training interval: the rate of the current state."""
+  return lambda global_step: tf.constant(learning_rate, tf.float32)
+
+
+def piecewise(learning_rate: float, boundaries_steps: Sequence[int],
+              decay_factor: float) -> LearningRateFn:
+  """The fixed schedule: `learning_rate * decay_factor**i` after the i-th boundary."""
+  values = [learning_rate * decay_factor ** i for i in range(len(boundaries_steps) + 1)]
+
+  def fn(global_step):
+    if not boundaries_steps:
+      return tf.constant(learning_rate, tf.float32)
+    return tf.compat.v1.train.piecewise_constant(
+        tf.cast(global_step, tf.int64), [int(b) for b in boundaries_steps], values)
+  return fn

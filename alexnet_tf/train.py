@@ -1,0 +1,123 @@
+"""`python -m alexnet_tf.train --dataset cifar10`: train, evaluate and export AlexNet.
+
+With no `--data-dir`, CIFAR-10 is downloaded from its official URL (or `--source`), checked,
+converted to TFRecords under `checkpoints/data/cifar10` and trained on; later runs reuse it.
+A run started again with the same command resumes from its newest checkpoint.
+"""
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from typing import List, Optional, Tuple
+
+from alexnet_tf import config as cfg
+
+log = logging.getLogger('alexnet_tf.train')
+
+CHECKPOINTS_ROOT = 'checkpoints'
+
+
+@dataclasses.dataclass(frozen=True)
+class Paths:
+  data_dir: str
+  model_dir: str
+  export_dir: Optional[str]  # None: do not export at the end
+  source: Optional[str]  # where to get CIFAR-10 when data_dir holds no dataset yet
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog='python -m alexnet_tf.train', description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('--dataset', default='cifar10', choices=sorted(cfg.CONFIGS),
+                 help='which network and recipe (default: %(default)s)')
+  p.add_argument('--data-dir', help='converted TFRecords (dataset.json + shards); for '
+                 'cifar10 the default is checkpoints/data/cifar10, downloaded if missing')
+  p.add_argument('--source', help='cifar10 only: URL, cifar-10-python.tar.gz or extracted '
+                 'directory to convert when --data-dir holds no dataset (default: official URL)')
+  p.add_argument('--model-dir', help='checkpoints and summaries (default: checkpoints/DATASET)')
+  p.add_argument('--export-dir', help='SavedModel export base (default: MODEL_DIR/export)')
+  p.add_argument('--no-export', action='store_true', help='do not export at the end')
+  p.add_argument('--epochs', type=float, help='training epochs')
+  p.add_argument('--max-steps', type=int, help='training steps (overrides --epochs)')
+  p.add_argument('--batch-size', type=int)
+  p.add_argument('--learning-rate', type=float, help='initial learning rate')
+  p.add_argument('--schedule', choices=('plateau', 'step'))
+  p.add_argument('--eval-every', type=float, help='evaluate every this many epochs')
+  p.add_argument('--tower-devices', help='comma-separated devices of the towers, e.g. '
+                 '"/cpu:0,/cpu:1"; one device builds the single-tower (unsplit) net')
+  p.add_argument('--lrn-impl', choices=cfg.LRN_IMPLS)
+  p.add_argument('--seed', type=int, help='graph and data seed for a reproducible run')
+  return p
+
+
+def config_from_args(args: argparse.Namespace) -> Tuple[cfg.Config, Paths]:
+  """Turns parsed flags into the config and paths; the only place flags are read."""
+  base = cfg.get_config(args.dataset)
+  train_overrides = {name: value for name, value in (
+      ('epochs', args.epochs), ('max_steps', args.max_steps), ('batch_size', args.batch_size),
+      ('learning_rate', args.learning_rate), ('schedule', args.schedule),
+      ('eval_every_epochs', args.eval_every), ('seed', args.seed)) if value is not None}
+  model_overrides = {}
+  if args.tower_devices:
+    devices = tuple(d.strip() for d in args.tower_devices.split(',') if d.strip())
+    model_overrides.update(tower_devices=devices, num_towers=len(devices))
+  if args.lrn_impl:
+    model_overrides['lrn_impl'] = args.lrn_impl
+  config = cfg.Config(model=dataclasses.replace(base.model, **model_overrides),
+                      data=base.data, train=dataclasses.replace(base.train, **train_overrides))
+  if args.data_dir is None and args.dataset != 'cifar10':
+    raise ValueError(f'--dataset {args.dataset} needs --data-dir: only CIFAR-10 can be '
+                     f'downloaded; convert yours with tools/make_tfrecords.py')
+  if args.source and args.dataset != 'cifar10':
+    raise ValueError('--source is only for --dataset cifar10')
+  model_dir = args.model_dir or os.path.join(CHECKPOINTS_ROOT, args.dataset)
+  paths = Paths(
+      data_dir=args.data_dir or os.path.join(CHECKPOINTS_ROOT, 'data', args.dataset),
+      model_dir=model_dir,
+      export_dir=None if args.no_export else (args.export_dir or os.path.join(model_dir, 'export')),
+      source=args.source)
+  return config, paths
+
+
+def ensure_cifar10(data_dir: str, source: Optional[str]) -> None:
+  """Downloads and converts CIFAR-10 into `data_dir` unless a dataset is already there."""
+  from alexnet_tf import records  # pylint: disable=import-outside-toplevel
+  from alexnet_tf.convert import cifar10  # pylint: disable=import-outside-toplevel
+  if os.path.isfile(os.path.join(data_dir, records.METADATA_FILE)):
+    return
+  log.info('no dataset in %s: fetching and converting CIFAR-10', data_dir)
+  cifar10.convert(source or cifar10.OFFICIAL_URL, data_dir,
+                  download_dir=os.path.join(CHECKPOINTS_ROOT, 'downloads'))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s')
+  try:
+    config, paths = config_from_args(args)
+  except ValueError as e:
+    parser.error(str(e))
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  from alexnet_tf import run_loop  # pylint: disable=import-outside-toplevel
+  from alexnet_tf.hooks import NonFiniteLossError  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  tf.get_logger().setLevel(logging.WARNING)
+  try:
+    if args.data_dir is None:
+      ensure_cifar10(paths.data_dir, paths.source)
+    metrics = run_loop.train_and_evaluate(config, paths.data_dir, paths.model_dir,
+                                          paths.export_dir)
+  except (NonFiniteLossError, FileNotFoundError, ValueError) as e:
+    log.error('%s', e)
+    return 1
+  if metrics:
+    log.info('final validation: top-1 %.4f, top-5 %.4f', metrics['top1_accuracy'],
+             metrics['top5_accuracy'])
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
