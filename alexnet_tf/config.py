@@ -195,3 +195,21 @@ def get_config(name: str) -> Config:
     return CONFIGS[name]
   except KeyError:
     raise ValueError(f'unknown config {name!r}; choose one of {sorted(CONFIGS)}') from None
+
+
+def to_dict(config: Config) -> dict:
+  """A JSON-ready dict of the whole config (saved next to checkpoints as `config.json`)."""
+  return dataclasses.asdict(config)
+
+
+def from_dict(raw: dict) -> Config:
+  """The inverse of `to_dict`; unknown or missing fields raise TypeError."""
+  model = dict(raw['model'])
+  model['conv_layers'] = tuple(ConvLayer(**layer) for layer in model['conv_layers'])
+  model['dense_layers'] = tuple(DenseLayer(**layer) for layer in model['dense_layers'])
+  model['lrn'] = LRNConfig(**model['lrn'])
+  model['tower_devices'] = tuple(model['tower_devices'])
+  train = dict(raw['train'])
+  train['step_boundaries_epochs'] = tuple(train['step_boundaries_epochs'])
+  return Config(model=ModelConfig(**model), data=DataConfig(**raw['data']),
+                train=TrainConfig(**train))

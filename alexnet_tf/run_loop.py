@@ -19,6 +19,7 @@ from typing import Dict, Optional
 
 import tensorflow as tf
 
+from alexnet_tf import config as config_lib
 from alexnet_tf import hooks, input_pipeline, records, schedule
 from alexnet_tf.config import Config
 from alexnet_tf.model_fn import make_model_fn
@@ -27,7 +28,58 @@ tf1 = tf.compat.v1
 log = logging.getLogger(__name__)
 
 BEST_DIR = 'best'
-HISTORY_FILE = 'history.jsonl'
+HISTORY_FILE = 'history.jsonl'  # one JSON line per evaluation
+RUN_FILE = 'run.json'  # the config and dataset of the run, for resume, export and evaluate
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """What a model directory was trained with."""
+  config: Config
+  data_dir: str
+  metadata: records.DatasetMetadata
+
+
+def save_run(model_dir: str, config: Config, data_dir: str) -> None:
+  """Records the run's config; refuses to resume a model directory with another network."""
+  path = os.path.join(model_dir, RUN_FILE)
+  if os.path.isfile(path):
+    previous = load_run(model_dir, data_dir).config
+    # Devices and the LRN implementation may change between sessions; the variables may not.
+    comparable = dict(tower_devices=config.model.tower_devices, lrn_impl=config.model.lrn_impl)
+    if dataclasses.replace(previous.model, **comparable) != config.model:
+      raise ValueError(f'{model_dir} holds a run of another network ({path}); use a new '
+                       f'--model-dir or the same settings')
+  tmp = path + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump({'config': config_lib.to_dict(config), 'data_dir': os.path.abspath(data_dir)},
+              f, indent=2)
+  os.replace(tmp, path)
+
+
+def load_run(model_dir: str, data_dir: Optional[str] = None) -> Run:
+  """The run recorded in `model_dir`; `data_dir` overrides the dataset it trained on."""
+  path = os.path.join(model_dir, RUN_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path} not found: {model_dir} is not a training run of '
+                            f'alexnet_tf (python -m alexnet_tf.train writes it)')
+  with open(path, encoding='utf-8') as f:
+    raw = json.load(f)
+  data_dir = data_dir or raw['data_dir']
+  return Run(config_lib.from_dict(raw['config']), data_dir, records.read_metadata(data_dir))
+
+
+def resolve_checkpoint(model_dir: str, which: str = 'best') -> str:
+  """'best' (model_dir/best), 'latest' (the newest), or a checkpoint path as given."""
+  if which in ('best', 'latest'):
+    directory = os.path.join(model_dir, BEST_DIR) if which == 'best' else model_dir
+    path = tf1.train.latest_checkpoint(directory)
+    if path is None:
+      raise FileNotFoundError(f'{directory}: no checkpoint ({which})')
+    return path
+  if not os.path.isfile(which + ".index"):
+    raise FileNotFoundError(f'{which}: no such checkpoint')
+  return which
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +145,7 @@ def train_and_evaluate(config: Config, data_dir: str, model_dir: str,
     records.shard_files(data_dir, split)  # fail now, not after an epoch of training
   plan = RunPlan.make(config, metadata.counts[records.TRAIN])
   os.makedirs(model_dir, exist_ok=True)
+  save_run(model_dir, config, data_dir)
   state = schedule.load_state(model_dir, config.train)
   log.info('%s: %d training examples, %d steps per epoch, %d steps in all, evaluating every '
            '%d steps; model dir %s', metadata.name, metadata.counts[records.TRAIN],

@@ -88,8 +88,7 @@ def ensure_cifar10(data_dir: str, source: Optional[str]) -> None:
   if os.path.isfile(os.path.join(data_dir, records.METADATA_FILE)):
     return
   log.info('no dataset in %s: fetching and converting CIFAR-10', data_dir)
-  cifar10.convert(source or cifar10.OFFICIAL_URL, data_dir,
-                  download_dir=os.path.join(CHECKPOINTS_ROOT, 'downloads'))
+  cifar10.convert(source, data_dir, download_dir=os.path.join(CHECKPOINTS_ROOT, 'downloads'))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -104,7 +103,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   from alexnet_tf import run_loop  # pylint: disable=import-outside-toplevel
   from alexnet_tf.hooks import NonFiniteLossError  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  tf.get_logger().setLevel(logging.WARNING)
+  tf.get_logger().setLevel(logging.ERROR)  # TF1 API deprecation notices drown the log
   try:
     if args.data_dir is None:
       ensure_cifar10(paths.data_dir, paths.source)

@@ -1,0 +1,109 @@
+"""SavedModel export for TF Serving, and `python -m alexnet_tf.export`.
+
+The exported model takes a batch of encoded JPEG/PNG files and applies the evaluation
+preprocessing in the graph (resize to the stored size as the converter does, mean
+subtraction, centre crop), so a client sends file bytes and nothing else:
+
+  <export_base>/<version>/saved_model.pb + variables/   (the layout TF Serving loads)
+  tag 'serve'
+  signature 'serving_default' (predict): image_bytes DT_STRING [-1] ->
+      classes int64 [-1], probabilities float [-1, num_classes],
+      top5_classes int64 [-1, 5], top5_probabilities float [-1, 5],
+      top5_class_names string [-1, 5]
+  signature 'float_images:serving_default' (predict): images float [-1, S, S, 3], already
+      preprocessed (RGB, 0-255 minus the training mean, cropped), -> the same outputs.
+"""
+
+import argparse
+import logging
+import os
+import sys
+from typing import Optional
+
+import tensorflow as tf
+
+from alexnet_tf import input_pipeline, preprocessing, records
+from alexnet_tf.config import Config
+
+tf1 = tf.compat.v1
+log = logging.getLogger(__name__)
+
+IMAGE_BYTES = 'image_bytes'
+FLOAT_IMAGES = 'images'
+FLOAT_SIGNATURE = 'float_images'  # the receiver alternative; TF names it 'float_images:serving_default'
+
+
+def serving_input_receiver_fn(config: Config, metadata: records.DatasetMetadata, mean):
+  """The receiver: encoded image strings [-1] -> {'image': float32 [-1, S, S, 3]}."""
+  crop = config.data.crop_size
+  stored = metadata.image_size[0] if metadata.image_size else None
+  if metadata.image_size and metadata.image_size[0] != metadata.image_size[1]:
+    raise ValueError(f'{metadata.name}: stored images are {metadata.image_size}; serving '
+                     f'resizes to a square stored size')
+
+  def preprocess(encoded):
+    image = (preprocessing.decode_for_serving(encoded, stored) if stored
+             else preprocessing.decode_image(encoded))
+    return preprocessing.preprocess_for_eval(image, mean, config.data)
+
+  def receiver_fn():
+    image_bytes = tf1.placeholder(tf.string, [None], name=IMAGE_BYTES)
+    images = tf.map_fn(preprocess, image_bytes,
+                       fn_output_signature=tf.TensorSpec([crop, crop, 3], tf.float32))
+    # Feedable directly: the float signature enters here, after the preprocessing.
+    images = tf1.placeholder_with_default(images, [None, crop, crop, 3], name=FLOAT_IMAGES)
+    return tf.estimator.export.ServingInputReceiver(
+        {'image': images}, {IMAGE_BYTES: image_bytes},
+        receiver_tensors_alternatives={FLOAT_SIGNATURE: {FLOAT_IMAGES: images}})
+  return receiver_fn
+
+
+def export_saved_model(estimator: tf.estimator.Estimator, config: Config,
+                       metadata: records.DatasetMetadata, data_dir: str, export_dir_base: str,
+                       checkpoint_path: Optional[str] = None) -> str:
+  """Exports `checkpoint_path` (default: the newest) to `export_dir_base/<timestamp>/`."""
+  mean = input_pipeline.load_mean(data_dir, config.data, metadata)
+  path = estimator.export_saved_model(
+      export_dir_base, serving_input_receiver_fn(config, metadata, mean),
+      checkpoint_path=checkpoint_path)
+  return path.decode() if isinstance(path, bytes) else path
+
+
+def latest_export(export_dir_base: str) -> str:
+  """The newest numbered SavedModel directory under `export_dir_base`."""
+  versions = [d for d in os.listdir(export_dir_base) if d.isdigit()] if os.path.isdir(
+      export_dir_base) else []
+  if not versions:
+    raise FileNotFoundError(f'{export_dir_base}: no exported SavedModel (numbered '
+                            f'directories); run python -m alexnet_tf.export first')
+  return os.path.join(export_dir_base, max(versions, key=int))
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m alexnet_tf.export', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--model-dir', required=True, help='a training run\'s directory')
+  parser.add_argument('--checkpoint', default='best',
+                      help='"best" (model-dir/best, the default), "latest", or a checkpoint path')
+  parser.add_argument('--export-dir', help='export base (default: MODEL_DIR/export)')
+  parser.add_argument('--data-dir', help='dataset for the mean image and class names '
+                      '(default: the one the run trained on)')
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s')
+  from alexnet_tf import run_loop  # pylint: disable=import-outside-toplevel
+  try:
+    run = run_loop.load_run(args.model_dir, args.data_dir)
+    checkpoint = run_loop.resolve_checkpoint(args.model_dir, args.checkpoint)
+    estimator = run_loop.make_estimator(run.config, run.metadata, args.model_dir)
+    path = export_saved_model(estimator, run.config, run.metadata, run.data_dir,
+                              args.export_dir or os.path.join(args.model_dir, 'export'),
+                              checkpoint)
+  except (FileNotFoundError, ValueError) as e:
+    log.error('%s', e)
+    return 1
+  print(path)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
