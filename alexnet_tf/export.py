@@ -15,13 +15,16 @@ subtraction, centre crop), so a client sends file bytes and nothing else:
 """
 
 import argparse
+import json
 import logging
 import os
 import sys
+import tempfile
 from typing import Optional
 
 import tensorflow as tf
 
+from alexnet_tf import config as config_lib
 from alexnet_tf import input_pipeline, preprocessing, records
 from alexnet_tf.config import Config
 
@@ -31,6 +34,9 @@ log = logging.getLogger(__name__)
 IMAGE_BYTES = 'image_bytes'
 FLOAT_IMAGES = 'images'
 FLOAT_SIGNATURE = 'float_images'  # the receiver alternative; TF names it 'float_images:serving_default'
+SERVING_SIGNATURE = 'serving_default'
+FLOAT_SERVING_SIGNATURE = f'{FLOAT_SIGNATURE}:{SERVING_SIGNATURE}'
+CONFIG_ASSET = 'alexnet_config.json'  # in assets.extra/
 
 
 def serving_input_receiver_fn(config: Config, metadata: records.DatasetMetadata, mean):
@@ -63,10 +69,26 @@ def export_saved_model(estimator: tf.estimator.Estimator, config: Config,
                        checkpoint_path: Optional[str] = None) -> str:
   """Exports `checkpoint_path` (default: the newest) to `export_dir_base/<timestamp>/`."""
   mean = input_pipeline.load_mean(data_dir, config.data, metadata)
-  path = estimator.export_saved_model(
-      export_dir_base, serving_input_receiver_fn(config, metadata, mean),
-      checkpoint_path=checkpoint_path)
+  with tempfile.TemporaryDirectory() as tmp:
+    # The config travels with the model: evaluate --saved-model needs the crop settings.
+    config_path = os.path.join(tmp, CONFIG_ASSET)
+    with open(config_path, 'w', encoding='utf-8') as f:
+      json.dump({'config': config_lib.to_dict(config), 'classes': list(metadata.classes)}, f)
+    path = estimator.export_saved_model(
+        export_dir_base, serving_input_receiver_fn(config, metadata, mean),
+        assets_extra={CONFIG_ASSET: config_path}, checkpoint_path=checkpoint_path)
   return path.decode() if isinstance(path, bytes) else path
+
+
+def read_exported_config(saved_model_dir: str):
+  """(Config, class names) stored with an export by `export_saved_model`."""
+  path = os.path.join(saved_model_dir, 'assets.extra', CONFIG_ASSET)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path} not found: {saved_model_dir} was not exported by '
+                            f'alexnet_tf.export')
+  with open(path, encoding='utf-8') as f:
+    raw = json.load(f)
+  return config_lib.from_dict(raw['config']), tuple(raw['classes'])
 
 
 def latest_export(export_dir_base: str) -> str:

@@ -1,5 +1,6 @@
 """The `tf.estimator` model_fn: loss, the paper's optimiser, metrics and predictions."""
 
+import dataclasses
 from typing import Optional, Sequence
 
 import tensorflow as tf
@@ -58,10 +59,16 @@ def make_model_fn(model_config: ModelConfig, train_config: TrainConfig,
                      f'model')
   names = list(class_names) if class_names else [str(i) for i in range(model_config.num_classes)]
 
+  # Serving graphs carry no device pins: TF Serving places them on whatever the server has
+  # (the variables and their names are the same, so training checkpoints load unchanged).
+  unpinned_config = dataclasses.replace(model_config,
+                                        tower_devices=('',) * model_config.num_towers)
+
   def model_fn(features, labels, mode):
     images = features['image'] if isinstance(features, dict) else features
     training = mode == ModeKeys.TRAIN
-    logits, probabilities = _logits_and_probabilities(images, model_config, training)
+    net_config = unpinned_config if mode == ModeKeys.PREDICT else model_config
+    logits, probabilities = _logits_and_probabilities(images, net_config, training)
     predictions = _predictions(logits, probabilities, names)
     if mode == ModeKeys.PREDICT:
       # Before any loss: serving graphs carry no labels, optimiser or metrics.

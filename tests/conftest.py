@@ -15,6 +15,8 @@ from typing import Dict, List
 import numpy as np
 import pytest
 
+import alexnet_tf  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before any test imports TF)
+
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data'
 CIFAR10_JPEG_TARBALL = SHARED_DATA / 'cifar10-train-jpeg.tar.gz'
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse',

@@ -1,0 +1,131 @@
+"""`python -m alexnet_tf.evaluate`: top-1 and top-5 error, centre crop and 10-crop.
+
+From a training run's checkpoint (`--model-dir`, default the best checkpoint) or from an
+exported SavedModel (`--saved-model`), on a split of a converted dataset. Prints a table and
+writes JSON. Compare 10-crop numbers with the paper's 10-crop numbers, centre-crop numbers
+with the paper's "without 10-crop" row (spec section 7: a common mix-up).
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Dict, Optional
+
+import numpy as np
+
+from alexnet_tf import records
+
+log = logging.getLogger('alexnet_tf.evaluate')
+
+CENTRE = 'centre_crop'
+TEN_CROP = 'ten_crop'
+
+
+def evaluate_checkpoint(model_dir: str, checkpoint: str = 'best', data_dir: Optional[str] = None,
+                        split: str = records.VALIDATION,
+                        batch_size: int = 100) -> Dict[str, Dict[str, float]]:
+  """{'centre_crop': {...}, 'ten_crop': {...}} with top1_error, top5_error, examples."""
+  from alexnet_tf import input_pipeline, run_loop  # pylint: disable=import-outside-toplevel
+  run = run_loop.load_run(model_dir, data_dir)
+  path = run_loop.resolve_checkpoint(model_dir, checkpoint)
+  estimator = run_loop.make_estimator(run.config, run.metadata, model_dir)
+  results = {}
+  for name, ten_crop in ((CENTRE, False), (TEN_CROP, True)):
+    input_fn = input_pipeline.make_input_fn(run.data_dir, split, run.config.data, batch_size,
+                                            training=False, ten_crop=ten_crop)
+    metrics = estimator.evaluate(input_fn, checkpoint_path=path, name=f'{split}_{name}')
+    results[name] = _errors(metrics['top1_accuracy'], metrics['top5_accuracy'],
+                            run.metadata.counts[split])
+  results['checkpoint'] = path
+  return results
+
+
+def evaluate_saved_model(saved_model_dir: str, data_dir: str, split: str = records.VALIDATION,
+                         batch_size: int = 100) -> Dict[str, Dict[str, float]]:
+  """The same table from a SavedModel, through its float-image signature."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from alexnet_tf import export, input_pipeline  # pylint: disable=import-outside-toplevel
+  config, _ = export.read_exported_config(saved_model_dir)
+  model = tf.saved_model.load(saved_model_dir, tags=['serve'])
+  predict = model.signatures[export.FLOAT_SERVING_SIGNATURE]
+  results = {}
+  for name, ten_crop in ((CENTRE, False), (TEN_CROP, True)):
+    dataset = input_pipeline.make_dataset(data_dir, split, config.data, batch_size,
+                                          training=False, ten_crop=ten_crop)
+    top1 = top5 = count = 0
+    for features, labels in dataset:
+      images = features['image']
+      crops = images.shape[1] if ten_crop else 1
+      flat = tf.reshape(images, [-1] + images.shape[-3:].as_list())
+      probabilities = predict(**{export.FLOAT_IMAGES: flat})['probabilities'].numpy()
+      probabilities = probabilities.reshape(len(labels), crops, -1).mean(axis=1)
+      top = np.argsort(-probabilities, axis=1)[:, :5]
+      labels = labels.numpy()
+      top1 += int(np.sum(top[:, 0] == labels))
+      top5 += int(np.sum(np.any(top == labels[:, None], axis=1)))
+      count += len(labels)
+    results[name] = _errors(top1 / count, top5 / count, count)
+  results['saved_model'] = saved_model_dir
+  return results
+
+
+def _errors(top1_accuracy, top5_accuracy, examples):
+  return {'top1_error': 1.0 - float(top1_accuracy), 'top5_error': 1.0 - float(top5_accuracy),
+          'examples': int(examples)}
+
+
+def format_table(results) -> str:
+  lines = ['| evaluation | top-1 error | top-5 error | examples |', '|---|---|---|---|']
+  for name in (CENTRE, TEN_CROP):
+    r = results[name]
+    lines.append(f'| {name.replace("_", " ")} | {100 * r["top1_error"]:.2f}% | '
+                 f'{100 * r["top5_error"]:.2f}% | {r["examples"]} |')
+  return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m alexnet_tf.evaluate', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument('--model-dir', help='a training run (reads its run.json)')
+  source.add_argument('--saved-model', help='an exported SavedModel directory')
+  parser.add_argument('--checkpoint', default='best', help='with --model-dir: "best" '
+                      '(default), "latest" or a checkpoint path')
+  parser.add_argument('--data-dir', help='converted dataset (default: the run\'s; required '
+                      'with --saved-model)')
+  parser.add_argument('--split', default=records.VALIDATION, choices=records.SPLITS)
+  parser.add_argument('--batch-size', type=int, default=100)
+  parser.add_argument('--output', help='JSON results file (default: MODEL_DIR/eval_SPLIT.json '
+                      'or SAVED_MODEL/../eval_SPLIT.json)')
+  args = parser.parse_args(argv)
+  if args.saved_model and not args.data_dir:
+    parser.error('--saved-model needs --data-dir')
+  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s')
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  tf.get_logger().setLevel(logging.ERROR)
+  try:
+    if args.model_dir:
+      results = evaluate_checkpoint(args.model_dir, args.checkpoint, args.data_dir, args.split,
+                                    args.batch_size)
+      output = args.output or os.path.join(args.model_dir, f'eval_{args.split}.json')
+    else:
+      results = evaluate_saved_model(args.saved_model, args.data_dir, args.split,
+                                     args.batch_size)
+      output = args.output or os.path.join(os.path.dirname(os.path.abspath(args.saved_model)),
+                                           f'eval_{args.split}.json')
+  except (FileNotFoundError, ValueError) as e:
+    log.error('%s', e)
+    return 1
+  results['split'] = args.split
+  print(format_table(results))
+  with open(output, 'w', encoding='utf-8') as f:
+    json.dump(results, f, indent=2)
+  print(f'written to {output}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
