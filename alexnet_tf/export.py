@@ -7,7 +7,7 @@ subtraction, centre crop), so a client sends file bytes and nothing else:
   <export_base>/<version>/saved_model.pb + variables/   (the layout TF Serving loads)
   tag 'serve'
   signature 'serving_default' (predict): image_bytes DT_STRING [-1] ->
-      classes int64 [-1], probabilities float [-1, num_classes],
+      classes int64 [-1], probabilities float [-1, num_classes], logits float [-1, num_classes],
       top5_classes int64 [-1, 5], top5_probabilities float [-1, 5],
       top5_class_names string [-1, 5]
   signature 'float_images:serving_default' (predict): images float [-1, S, S, 3], already

@@ -21,10 +21,10 @@ Endpoints of the ImageNet net on a [batch, 227, 227, 3] input (see also README.m
 60,965,224 trainable parameters with two towers, 62,378,344 with one.
 
 Endpoints of the CIFAR-10 net (`config.CIFAR10_MODEL`) on [batch, 32, 32, 3]:
-  conv1 [b, 32, 32, 64]   pool1 [b, 16, 16, 64]  conv2 [b, 16, 16, 128] pool2 [b, 8, 8, 128]
-  conv3 [b, 8, 8, 256]    conv4 [b, 8, 8, 256]   conv5 [b, 8, 8, 128]   pool5 [b, 4, 4, 128]
-  flatten [b, 2048]       fc6 [b, 1024]          fc7 [b, 1024]          fc8 [b, 10]
-4,003,338 trainable parameters with two towers (4,548,106 with one).
+  conv1 [b, 32, 32, 48]   pool1 [b, 16, 16, 48]  conv2 [b, 16, 16, 96]  pool2 [b, 8, 8, 96]
+  conv3 [b, 8, 8, 192]    conv4 [b, 8, 8, 192]   conv5 [b, 8, 8, 128]   pool5 [b, 4, 4, 128]
+  flatten [b, 2048]       fc6 [b, 512]           fc7 [b, 512]           fc8 [b, 10]
+1,784,234 trainable parameters with two towers (2,081,450 with one).
 
 Flattening is NHWC: the 9216 inputs of fc6 are ordered (row, column, channel), with tower 0's
 channels first. Weights converted from channel-first frameworks (Caffe) must be permuted.

@@ -74,8 +74,7 @@ def make_model_fn(model_config: ModelConfig, train_config: TrainConfig,
       # Before any loss: serving graphs carry no labels, optimiser or metrics.
       return tf.estimator.EstimatorSpec(
           mode, predictions=predictions,
-          export_outputs={'serving_default': tf.estimator.export.PredictOutput(
-              {k: v for k, v in predictions.items() if k != LOGITS})})
+          export_outputs={'serving_default': tf.estimator.export.PredictOutput(predictions)})
 
     labels = tf.cast(labels, tf.int32)
     if logits.shape.rank == 2:

@@ -23,10 +23,10 @@ IMAGENET_SHAPES = {
 }
 # As documented in alexnet_tf/model.py.
 CIFAR10_SHAPES = {
-    'conv1': [32, 32, 64], 'lrn1': [32, 32, 64], 'pool1': [16, 16, 64],
-    'conv2': [16, 16, 128], 'lrn2': [16, 16, 128], 'pool2': [8, 8, 128],
-    'conv3': [8, 8, 256], 'conv4': [8, 8, 256], 'conv5': [8, 8, 128],
-    'pool5': [4, 4, 128], 'flatten': [2048], 'fc6': [1024], 'fc7': [1024], 'fc8': [10],
+    'conv1': [32, 32, 48], 'lrn1': [32, 32, 48], 'pool1': [16, 16, 48],
+    'conv2': [16, 16, 96], 'lrn2': [16, 16, 96], 'pool2': [8, 8, 96],
+    'conv3': [8, 8, 192], 'conv4': [8, 8, 192], 'conv5': [8, 8, 128],
+    'pool5': [4, 4, 128], 'flatten': [2048], 'fc6': [512], 'fc7': [512], 'fc8': [10],
 }
 
 
@@ -68,7 +68,7 @@ def analytic_parameter_count(model_config):
 
 @pytest.mark.parametrize('model_config, shapes, two_towers, one_tower', [
     (cfg.IMAGENET_MODEL, IMAGENET_SHAPES, 60_965_224, 62_378_344),
-    (cfg.CIFAR10_MODEL, CIFAR10_SHAPES, 4_003_338, 4_548_106),
+    (cfg.CIFAR10_MODEL, CIFAR10_SHAPES, 1_784_234, 2_081_450),
 ], ids=['imagenet', 'cifar10'])
 def test_shapes_and_parameter_counts(model_config, shapes, two_towers, one_tower):
   graph, _, logits, endpoints = build(model_config)
@@ -97,28 +97,41 @@ def test_uneven_tower_split_is_rejected():
     dataclasses.replace(cfg.CIFAR10_MODEL, conv_layers=conv)
 
 
-def test_initial_biases_follow_the_table_and_weights_are_gaussian_0_01():
-  graph, _, _, _ = build(cfg.IMAGENET_MODEL, seed=1)
-  table = {l.name: l.bias_init for l in cfg.IMAGENET_MODEL.conv_layers + cfg.IMAGENET_MODEL.dense_layers}
-  table['fc8'] = 0.0
-  assert table == {'conv1': 0, 'conv2': 1, 'conv3': 0, 'conv4': 1, 'conv5': 1,
-                   'fc6': 1, 'fc7': 1, 'fc8': 0}
+def test_imagenet_table_is_the_papers():
+  model = cfg.IMAGENET_MODEL
+  biases = {l.name: l.bias_init for l in model.conv_layers + model.dense_layers}
+  biases[model.logits_name] = model.logits_bias_init
+  assert biases == {'conv1': 0, 'conv2': 1, 'conv3': 0, 'conv4': 1, 'conv5': 1,
+                    'fc6': 1, 'fc7': 1, 'fc8': 0}
+  assert [l.reads for l in model.conv_layers] == ['full', 'own', 'full', 'own', 'own']
+  assert model.weight_stddev == 0.01 and model.logits_init_stddev is None
+  assert all(l.init_stddev is None for l in model.conv_layers + model.dense_layers)
+
+
+@pytest.mark.parametrize('model_config', [cfg.IMAGENET_MODEL, cfg.CIFAR10_MODEL],
+                         ids=['imagenet', 'cifar10'])
+def test_initial_values_follow_the_table(model_config):
+  """Every bias is its layer's constant; weights are N(0, stddev) within sampling error."""
+  graph, _, _, _ = build(model_config, seed=1)
+  layers = {l.name: (l.bias_init, l.init_stddev or model_config.weight_stddev)
+            for l in model_config.conv_layers + model_config.dense_layers}
+  layers[model_config.logits_name] = (
+      model_config.logits_bias_init, model_config.logits_init_stddev or model_config.weight_stddev)
   with graph.as_default(), tf1.Session(config=SOFT_PLACEMENT) as sess:
     sess.run(tf1.global_variables_initializer())
-    variables = {v.op.name: v for v in tf1.trainable_variables()}
-    values = sess.run(variables)
+    values = sess.run({v.op.name: v for v in tf1.trainable_variables()})
   seen = set()
   for name, value in values.items():
     layer = name.split('/')[-2]
     seen.add(layer)
+    bias, stddev = layers[layer]
     if name.endswith('biases'):
-      np.testing.assert_array_equal(value, np.full_like(value, table[layer]), err_msg=name)
+      np.testing.assert_array_equal(value, np.full_like(value, bias), err_msg=name)
     else:
-      # Sampling tolerance: the std estimate of n normals has relative s.e. 1/sqrt(2n).
-      tol = 5 / np.sqrt(2 * value.size)
-      assert abs(value.std() / 0.01 - 1) < tol, name
-      assert abs(value.mean()) < 5 * 0.01 / np.sqrt(value.size), name
-  assert seen == set(table)
+      # The std estimate of n normals has relative standard error 1/sqrt(2n).
+      assert abs(value.std() / stddev - 1) < 5 / np.sqrt(2 * value.size), name
+      assert abs(value.mean()) < 5 * stddev / np.sqrt(value.size), name
+  assert seen == set(layers)
 
 
 def _tower_ops(graph, tower):

@@ -1,0 +1,242 @@
+"""tf.data input pipelines over converted TFRecord shards (the format of `records`).
+
+`make_dataset` returns a `tf.data.Dataset` of `({'image': images}, labels)` for the
+Estimator, usable eagerly and from `tf.compat.v1` graphs:
+
+  training, pad == 0 (ImageNet)   shard files shuffled and read interleaved -> shuffle of the
+                                  serialized examples -> repeat -> per example: decode only a
+                                  random crop window (fused decode_and_crop_jpeg), minus the
+                                  mean cropped alike, flip, PCA lighting -> batch -> prefetch
+  training, pad > 0 (CIFAR-10)    ... -> decode (kept in memory with cache_decoded) -> shuffle
+                                  -> repeat -> batch of uint8 images -> the augmentation on the
+                                  whole batch (`preprocessing.augment_batch`) -> prefetch
+  evaluation                      shards in order, one pass -> decode -> minus the mean -> pad
+                                  -> centre crop or ten crops -> batch (last one partial)
+
+images are float32 [batch, crop, crop, 3] RGB on 0-255 minus the mean, or
+[batch, 10, crop, crop, 3] for ten-crop evaluation; labels int32 [batch].
+
+Randomness: every example (or, for whole-batch augmentation, every batch) gets the stateless
+seed (seed, n), where n counts what the pipeline has produced over all epochs, so a seeded
+pipeline gives the same batches every time regardless of the parallelism; unseeded pipelines
+draw a random `seed` and let the parallel stages deliver out of order for speed. A caller
+that rebuilds the pipeline after every evaluation must change the seed each time, or it
+will replay the same batches.
+"""
+
+import secrets
+from typing import Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf import config as config_lib
+from alexnet_tf import preprocessing
+from alexnet_tf import records
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+_FEATURES = {
+    records.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string),
+    records.LABEL: tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+def parse_example(serialized: tf.Tensor):
+  """A serialized `tf.train.Example` -> (encoded image bytes, int32 label)."""
+  features = tf.io.parse_single_example(serialized, _FEATURES)
+  return features[records.IMAGE_ENCODED], tf.cast(features[records.LABEL], tf.int32)
+
+
+def load_mean(data_dir: str, data_config: config_lib.DataConfig,
+              metadata: Optional[records.DatasetMetadata] = None) -> Optional[np.ndarray]:
+  """The mean that DataConfig.subtract_mean asks for, checked against the dataset.
+
+  Returns:
+    float32 [height, width, 3] for 'pixel' (mean_image.npy), [3] for 'rgb'
+    (ColorStats.mean_rgb), None for 'none'.
+
+  Raises:
+    ValueError: the mean is missing, or its size is not the stored image size.
+  """
+  preprocessing.check_data_config(data_config)
+  metadata = metadata or records.read_metadata(data_dir)
+  mode = data_config.subtract_mean
+  if mode == 'none':
+    return None
+  if mode == 'rgb':
+    if metadata.color_stats is None:
+      raise ValueError(f'{data_dir}: subtract_mean="rgb" needs the colour statistics in '
+                       f'{records.METADATA_FILE}, which has none; re-convert the dataset or '
+                       f'use subtract_mean="none"')
+    return np.asarray(metadata.color_stats.mean_rgb, np.float32)
+  mean = records.read_mean_image(data_dir)
+  if mean is None:
+    raise ValueError(f'{data_dir}: subtract_mean="pixel" needs {records.MEAN_IMAGE_FILE}, '
+                     f'which is missing (the converter writes it only when all stored images '
+                     f'share one size); use subtract_mean="rgb"')
+  if mean.ndim != 3 or mean.shape[2] != 3:
+    raise ValueError(f'{data_dir}/{records.MEAN_IMAGE_FILE}: expected [height, width, 3], got '
+                     f'shape {list(mean.shape)}')
+  if metadata.image_size is None or tuple(metadata.image_size) != mean.shape[:2]:
+    raise ValueError(f'{data_dir}/{records.MEAN_IMAGE_FILE} is {list(mean.shape[:2])} but the '
+                     f'stored images are {metadata.image_size}: the per-pixel mean needs '
+                     f'images of its size; re-convert the dataset or use subtract_mean="rgb"')
+  return mean
+
+
+def _check_image_size(metadata: records.DatasetMetadata, data_config, data_dir: str) -> None:
+  if metadata.image_size is None:
+    return  # checked per image at run time
+  height, width = metadata.image_size
+  padded = min(height, width) + 2 * data_config.pad
+  if padded < data_config.crop_size:
+    raise ValueError(f'{data_dir}: the stored images are {height}x{width}' +
+                     (f' (+{data_config.pad} padding)' if data_config.pad else '') +
+                     f', smaller than the crop size {data_config.crop_size}; convert the '
+                     f'dataset at a larger size or lower DataConfig.crop_size')
+
+
+def make_dataset(data_dir: str, split: str, data_config: config_lib.DataConfig,
+                 batch_size: int, training: bool, *, num_epochs: Optional[int] = None,
+                 ten_crop: bool = False, seed: Optional[int] = None,
+                 drop_remainder: Optional[bool] = None) -> tf.data.Dataset:
+  """Batches of preprocessed images and labels from the shards of `split`.
+
+  Args:
+    data_dir: a converted dataset (shards, dataset.json, mean_image.npy for 'pixel').
+    split: 'train', 'validation' or 'test'.
+    data_config: crop/pad/flip/lighting/mean settings, shuffle buffer, cycle length, cache.
+    batch_size: examples per batch.
+    training: random augmentation, shuffled and repeated; else the deterministic eval input.
+    num_epochs: training: passes over the data (None: forever). Evaluation: None or 1.
+    ten_crop: evaluation only: images [batch, 10, crop, crop, 3] (`preprocessing.ten_crops`).
+    seed: makes training reproducible (same batches every time); None: random.
+    drop_remainder: drop a last partial batch; default True for training, False for eval.
+
+  Returns:
+    A dataset of ({'image': float32 [batch, crop, crop, 3] or [batch, 10, crop, crop, 3]},
+    int32 labels [batch]).
+  """
+  preprocessing.check_data_config(data_config)
+  if batch_size <= 0:
+    raise ValueError(f'batch_size must be positive, got {batch_size}')
+  if training and ten_crop:
+    raise ValueError('ten_crop is a test-time procedure; use it with training=False')
+  if not training and num_epochs not in (None, 1):
+    raise ValueError(f'evaluation reads the split exactly once; got num_epochs={num_epochs}')
+  metadata = records.read_metadata(data_dir)
+  _check_image_size(metadata, data_config, data_dir)
+  mean = load_mean(data_dir, data_config, metadata)
+  files = records.shard_files(data_dir, split)
+  if drop_remainder is None:
+    drop_remainder = training
+  if training:
+    color_stats = metadata.color_stats
+    if data_config.pca_lighting_std > 0 and color_stats is None:
+      raise ValueError(f'{data_dir}: PCA lighting needs the colour statistics in '
+                       f'{records.METADATA_FILE}, which has none; set pca_lighting_std=0')
+    dataset = _training_dataset(files, metadata, mean, color_stats, data_config, batch_size,
+                                num_epochs, seed, drop_remainder)
+  else:
+    dataset = _eval_dataset(files, metadata, mean, data_config, batch_size, ten_crop,
+                            drop_remainder)
+  dataset = dataset.map(lambda images, labels: ({'image': images}, labels)).prefetch(AUTOTUNE)
+  options = tf.data.Options()
+  # The per-image ops are small and the map already runs one image per core: letting each
+  # op split its work over the intra-op threads as well measured ~10% slower.
+  options.threading.max_intra_op_parallelism = 1
+  return dataset.with_options(options)
+
+
+def make_input_fn(data_dir: str, split: str, data_config: config_lib.DataConfig,
+                  batch_size: int, training: bool, **kwargs) -> Callable[[], tf.data.Dataset]:
+  """An Estimator `input_fn` (no arguments) returning `make_dataset(...)`."""
+  def input_fn():
+    return make_dataset(data_dir, split, data_config, batch_size, training, **kwargs)
+  return input_fn
+
+
+def _training_dataset(files, metadata, mean, color_stats, data_config, batch_size, num_epochs,
+                      seed, drop_remainder) -> tf.data.Dataset:
+  deterministic = seed is not None
+  if seed is None:
+    seed = secrets.randbits(62)
+  seed = int(seed)
+
+  def example_seed(n):
+    return tf.stack([tf.constant(seed, tf.int64), n])
+
+  stored_size = metadata.image_size
+  # Whole-batch augmentation needs equally sized stored images; it is what small images
+  # want (per-op overhead dominates), while large ones decode just the crop per example.
+  batched = data_config.pad > 0 and stored_size is not None
+  # Padding needs the whole image; a cache must hold whole images to crop them anew.
+  decode_first = data_config.cache_decoded or data_config.pad > 0
+
+  dataset = tf.data.Dataset.from_tensor_slices(files)
+  dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+  dataset = dataset.interleave(tf.data.TFRecordDataset,
+                               cycle_length=min(data_config.cycle_length, len(files)),
+                               num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+
+  if decode_first:
+    def decode(serialized):
+      encoded, label = parse_example(serialized)
+      image = preprocessing.decode_image(encoded)
+      if stored_size is not None:
+        image.set_shape(list(stored_size) + [3])
+      return image, label
+
+    dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    if data_config.cache_decoded:
+      dataset = dataset.cache()
+  dataset = dataset.shuffle(data_config.shuffle_buffer, seed=seed,
+                            reshuffle_each_iteration=True)
+  dataset = dataset.repeat(num_epochs)
+
+  if batched:
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+
+    def augment(n, batch):
+      images, labels = batch
+      return preprocessing.augment_batch(images, mean, color_stats, data_config,
+                                         example_seed(n)), labels
+
+    # enumerate() numbers the elements for their seeds (cheaper than a zip with a counter).
+    return dataset.enumerate().map(augment, num_parallel_calls=AUTOTUNE,
+                                   deterministic=deterministic)
+
+  if decode_first:
+    def preprocess(n, example):
+      image, label = example
+      return preprocessing.preprocess_for_train(image, mean, color_stats, data_config,
+                                                example_seed(n)), label
+  else:
+    def preprocess(n, serialized):
+      encoded, label = parse_example(serialized)
+      # With the stored size known, the sizes were checked above, once for all images.
+      return preprocessing.preprocess_encoded_for_train(
+          encoded, mean, color_stats, data_config, example_seed(n),
+          check_sizes=stored_size is None), label
+
+  dataset = dataset.enumerate().map(preprocess, num_parallel_calls=AUTOTUNE,
+                                    deterministic=deterministic)
+  return dataset.batch(batch_size, drop_remainder=drop_remainder)
+
+
+def _eval_dataset(files, metadata, mean, data_config, batch_size, ten_crop,
+                  drop_remainder) -> tf.data.Dataset:
+  stored_size = metadata.image_size
+
+  def preprocess(serialized):
+    encoded, label = parse_example(serialized)
+    image = preprocessing.decode_image(encoded)
+    if stored_size is not None:
+      image.set_shape(list(stored_size) + [3])
+    return preprocessing.preprocess_for_eval(image, mean, data_config, ten_crop), label
+
+  # Shards in file order, one after the other: the order of the examples on disk.
+  dataset = tf.data.TFRecordDataset(files)
+  dataset = dataset.map(preprocess, num_parallel_calls=AUTOTUNE, deterministic=True)
+  return dataset.batch(batch_size, drop_remainder=drop_remainder)

@@ -1,0 +1,58 @@
+"""The paper's learning-rate schedules: plateau (with its saved state) and fixed steps."""
+
+import dataclasses
+
+import pytest
+import tensorflow as tf
+
+from alexnet_tf import schedule
+from alexnet_tf.config import TrainConfig
+
+CONFIG = TrainConfig(learning_rate=0.01, plateau_patience=2, max_decays=2)
+
+
+def _replay(errors, config=CONFIG):
+  state = schedule.PlateauState(learning_rate=config.learning_rate)
+  rates = []
+  for step, error in enumerate(errors, start=1):
+    state = state.after_evaluation(error, step * 100, config)
+    rates.append(state.learning_rate)
+  return state, rates
+
+
+def test_plateau_divides_by_ten_after_patience_evaluations_without_improvement():
+  state, rates = _replay([0.5, 0.4, 0.41, 0.40, 0.3, 0.35, 0.36, 0.37, 0.38, 0.39])
+  assert rates == pytest.approx([0.01, 0.01, 0.01, 0.001, 0.001, 0.001, 0.0001, 0.0001,
+                                 0.0001, 0.0001])
+  # Two decays at most; afterwards the rate stays.
+  assert state.decays == 2
+  assert (state.best_error, state.best_step) == (0.3, 500)
+
+
+def test_equal_error_is_not_an_improvement():
+  state, rates = _replay([0.5, 0.5, 0.5])
+  assert rates[-1] == pytest.approx(0.001) and state.best_step == 100
+
+
+def test_state_survives_a_restart(tmp_path):
+  state, _ = _replay([0.5, 0.6, 0.7, 0.4])
+  schedule.save_state(str(tmp_path), state)
+  assert schedule.load_state(str(tmp_path), CONFIG) == state
+  assert not list(tmp_path.glob('*.tmp'))
+
+
+def test_fresh_state_starts_at_the_configured_rate(tmp_path):
+  state = schedule.load_state(str(tmp_path), dataclasses.replace(CONFIG, learning_rate=0.05))
+  assert state == schedule.PlateauState(learning_rate=0.05)
+
+
+def test_corrupt_state_file_is_named(tmp_path):
+  (tmp_path / schedule.STATE_FILE).write_text('{"learning_rate": ')
+  with pytest.raises(ValueError, match='schedule_state.json: unreadable'):
+    schedule.load_state(str(tmp_path), CONFIG)
+
+
+def test_piecewise_schedule():
+  fn = schedule.piecewise(0.01, [10, 20], 0.1)
+  rates = [float(fn(tf.constant(step, tf.int64))) for step in (0, 10, 11, 20, 21, 1000)]
+  assert rates == pytest.approx([0.01, 0.01, 0.001, 0.001, 0.0001, 0.0001])
