@@ -52,6 +52,11 @@ def shard_name(split: str, index: int, num_shards: int) -> str:
   return f'{split}-{index:05d}-of-{num_shards:05d}'
 
 
+def is_shard_name(name: str) -> bool:
+  """True for a complete shard's file name (`train-00003-of-00016`), never a temporary one."""
+  return _SHARD_RE.match(name) is not None
+
+
 def shard_files(data_dir: str, split: str) -> List[str]:
   """The complete shard files of `split` in `data_dir`, sorted.
 

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import re
 import shutil
 import signal
 import time
@@ -31,8 +30,6 @@ from alexnet_tf.convert.errors import ConversionError
 SKIPPED_FILE = 'skipped.tsv'  # split, filename, reason of every unusable image
 CHUNK_SIZE = 128  # images per worker task: amortises the IPC, keeps the progress bar smooth
 _SUMMARY_LINES = 20  # skipped images listed in the log; all of them are in SKIPPED_FILE
-# A name records.shard_name() produces (the pattern records.shard_files() accepts).
-_SHARD_FILE = re.compile(r'^[a-z]+-\d{5}-of-\d{5}$')
 _METADATA_FILES = (records.METADATA_FILE, records.LABELS_FILE, records.MEAN_IMAGE_FILE,
                    SKIPPED_FILE)
 
@@ -146,7 +143,7 @@ def _prepare_output_dir(output_dir: str, plans: Sequence[shards.ShardPlan],
     path = os.path.join(output_dir, entry)
     if entry.endswith(shards.TMP_SUFFIX) and _is_ours(entry[:-len(shards.TMP_SUFFIX)]):
       _remove(path)  # an unfinished file of a killed run: never complete, never read
-    elif _SHARD_FILE.match(entry) and (overwrite or entry not in planned):
+    elif records.is_shard_name(entry) and (overwrite or entry not in planned):
       foreign.append(entry)
   if overwrite:
     for entry in foreign + list(_METADATA_FILES):
@@ -163,7 +160,7 @@ def _prepare_output_dir(output_dir: str, plans: Sequence[shards.ShardPlan],
 
 def _is_ours(entry: str) -> bool:
   """Whether a file name is one the converter writes (a shard or a metadata file)."""
-  return bool(_SHARD_FILE.match(entry)) or entry in _METADATA_FILES
+  return records.is_shard_name(entry) or entry in _METADATA_FILES
 
 
 class _ShardFile:
