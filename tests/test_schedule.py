@@ -53,6 +53,10 @@ def test_corrupt_state_file_is_named(tmp_path):
 
 
 def test_piecewise_schedule():
-  fn = schedule.piecewise(0.01, [10, 20], 0.1)
-  rates = [float(fn(tf.constant(step, tf.int64))) for step in (0, 10, 11, 20, 21, 1000)]
+  steps = (0, 10, 11, 20, 21, 1000)
+  with tf.Graph().as_default():  # the schedule is built inside the Estimator's graph
+    step = tf.compat.v1.placeholder(tf.int64, [])
+    rate = schedule.piecewise(0.01, [10, 20], 0.1)(step)
+    with tf.compat.v1.Session() as sess:
+      rates = [sess.run(rate, {step: s}) for s in steps]
   assert rates == pytest.approx([0.01, 0.01, 0.001, 0.001, 0.0001, 0.0001])
