@@ -35,6 +35,10 @@ setup(
     entry_points={
         'console_scripts': [
             'alexnet-make-tfrecords=alexnet_tf.convert.cli:main',
+            'alexnet-train=alexnet_tf.train:main',
+            'alexnet-evaluate=alexnet_tf.evaluate:main',
+            'alexnet-export=alexnet_tf.export:main',
+            'alexnet-predict=alexnet_tf.predict:main',
         ],
     },
     classifiers=[
