@@ -15,7 +15,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from alexnet_tf import records
+from alexnet_tf import cli_logging, records
 
 log = logging.getLogger('alexnet_tf.evaluate')
 
@@ -102,10 +102,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   if args.saved_model and not args.data_dir:
     parser.error('--saved-model needs --data-dir')
-  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s')
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  tf.get_logger().setLevel(logging.ERROR)
+  cli_logging.setup()
   try:
     if args.model_dir:
       results = evaluate_checkpoint(args.model_dir, args.checkpoint, args.data_dir, args.split,

@@ -25,7 +25,7 @@ from typing import Optional
 import tensorflow as tf
 
 from alexnet_tf import config as config_lib
-from alexnet_tf import input_pipeline, preprocessing, records
+from alexnet_tf import cli_logging, input_pipeline, preprocessing, records
 from alexnet_tf.config import Config
 
 tf1 = tf.compat.v1
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
   parser.add_argument('--data-dir', help='dataset for the mean image and class names '
                       '(default: the one the run trained on)')
   args = parser.parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s')
+  cli_logging.setup()
   from alexnet_tf import run_loop  # pylint: disable=import-outside-toplevel
   try:
     run = run_loop.load_run(args.model_dir, args.data_dir)

@@ -10,6 +10,8 @@ import os
 import sys
 from typing import List, Tuple
 
+from alexnet_tf import cli_logging
+
 log = logging.getLogger('alexnet_tf.predict')
 
 
@@ -57,8 +59,7 @@ def main(argv=None) -> int:
                       help='an export directory, or an export base holding numbered versions')
   parser.add_argument('images', nargs='+', help='JPEG/PNG files')
   args = parser.parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s')
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  cli_logging.setup()
   try:
     predictor = load_predictor(args.saved_model)
   except (OSError, ValueError) as e:

@@ -12,6 +12,7 @@ import os
 import sys
 from typing import List, Optional, Tuple
 
+from alexnet_tf import cli_logging
 from alexnet_tf import config as cfg
 
 log = logging.getLogger('alexnet_tf.train')
@@ -94,16 +95,13 @@ def ensure_cifar10(data_dir: str, source: Optional[str]) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s: %(message)s')
+  cli_logging.setup()
   try:
     config, paths = config_from_args(args)
   except ValueError as e:
     parser.error(str(e))
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   from alexnet_tf import run_loop  # pylint: disable=import-outside-toplevel
   from alexnet_tf.hooks import NonFiniteLossError  # pylint: disable=import-outside-toplevel
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  tf.get_logger().setLevel(logging.ERROR)  # TF1 API deprecation notices drown the log
   try:
     if args.data_dir is None:
       ensure_cifar10(paths.data_dir, paths.source)

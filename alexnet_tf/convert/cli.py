@@ -17,7 +17,7 @@ from typing import List, Optional
 
 from tqdm.contrib import logging as tqdm_logging
 
-from alexnet_tf import records
+from alexnet_tf import cli_logging, records
 from alexnet_tf.convert import cifar10
 from alexnet_tf.convert import folder
 from alexnet_tf.convert import imagenet
@@ -165,10 +165,8 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   _check_flags(parser, args)
-  # TensorFlow (imported to write the shards) otherwise floods stderr with CUDA notices.
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                      format='%(asctime)s %(levelname)s %(message)s', datefmt='%H:%M:%S')
+  # Before TensorFlow is imported (to write the shards): it would flood stderr otherwise.
+  cli_logging.setup(verbose=args.verbose)
   try:
     with tqdm_logging.logging_redirect_tqdm():
       metadata = convert(args)
