@@ -1,0 +1,222 @@
+"""Serving: the exported SavedModel against the bare forward pass (issue 6, item 3).
+
+For each net, a checkpoint of freshly initialised weights (one SGD step by the product's
+Estimator) is exported with `export.export_saved_model` (JPEG/PNG bytes in, the evaluation
+preprocessing in the graph) and loaded with `tf.saved_model.load`. Measured, at batch 1
+(latency: median and 90th percentile of --repeats calls) and at batch --batch (images/s):
+
+  savedmodel, JPEG bytes   signature 'serving_default' fed encoded JPEGs: decode, resize to
+                           the stored size, mean, centre crop, the net, softmax and top-5
+  savedmodel, float input  signature 'float_images:serving_default' fed the same image
+                           already preprocessed (the same graph without the decode)
+  bare forward pass        a plain tf.compat.v1 graph of the same net (`build_alexnet`,
+                           training=False) restored from the same checkpoint, `session.run`
+                           of the logits on the same preprocessed input
+
+The JPEG is an image of the converted dataset at its stored size (256x256 or 32x32), so
+the resize is an identity; a full-size photo is timed too (the decode and resize of a
+512x512 upload; --no-photo-jpeg skips it). The ratio of the SavedModel's batch-1 latency
+with JPEG bytes to the bare forward pass is the issue's target (<= 1.1x).
+
+  python benchmarks/bench_serving.py --json benchmarks/results/serving.json   # ~2 minutes
+  python benchmarks/bench_serving.py --smoke
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+# pylint: disable=wrong-import-position
+import common  # noqa: E402  (imports alexnet_tf before TensorFlow)
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+tf1 = tf.compat.v1
+TARGET_LATENCY_RATIO = 1.1
+
+
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--nets', default='imagenet,cifar10', help='comma-separated subset')
+  parser.add_argument('--batch', type=int, default=64, help='the throughput batch size')
+  parser.add_argument('--repeats', type=int, default=50, help='timed batch-1 calls')
+  parser.add_argument('--batch-repeats', type=int, default=5, help='timed large-batch calls')
+  parser.add_argument('--images', type=int, default=4000,
+                      help='sample-photo images to convert (ImageNet-sized dataset)')
+  parser.add_argument('--imagenet-classes', type=int, default=1000)
+  parser.add_argument('--cifar-dir', default=common.DEFAULT_CIFAR_DIR)
+  parser.add_argument('--no-photo-jpeg', dest='photo_jpeg', action='store_false',
+                      help='skip the full-size photo upload')
+  parser.add_argument('--work-dir', help='keep datasets here (reused); default: a temp dir')
+  parser.add_argument('--no-isolate', action='store_true', help='measure in this process')
+  parser.add_argument('--json', help='write the results here')
+  parser.add_argument('--smoke', action='store_true', help='tiny sizes, runs in seconds')
+  args = parser.parse_args(argv)
+  if args.smoke:
+    args.batch, args.repeats, args.batch_repeats, args.images = 4, 3, 1, 40
+    args.imagenet_classes, args.no_isolate, args.cifar_dir = 10, True, None
+  return args
+
+
+def first_jpegs(data_dir: str, count: int):
+  """The first `count` encoded images of the validation split (as stored: JPEG)."""
+  from alexnet_tf import input_pipeline, records  # pylint: disable=import-outside-toplevel
+  split = records.VALIDATION if records.VALIDATION in records.read_metadata(
+      data_dir).counts else records.TRAIN
+  dataset = tf.data.TFRecordDataset(records.shard_files(data_dir, split)[:1])
+  encoded = [input_pipeline.parse_example(s)[0].numpy() for s in dataset.take(count)]
+  return [encoded[i % len(encoded)] for i in range(count)]
+
+
+def photo_jpeg() -> bytes:
+  """A full-size photograph as a client would upload it (astronaut, 512x512, quality 90)."""
+  import io  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  buffer = io.BytesIO()
+  Image.fromarray(common.sample_photos(['astronaut'])[0]).save(buffer, 'JPEG', quality=90)
+  return buffer.getvalue()
+
+
+def latency_stats(times):
+  ordered = sorted(times)
+  return {'median_ms': 1e3 * statistics.median(ordered),
+          'p90_ms': 1e3 * ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))],
+          'min_ms': 1e3 * ordered[0], 'calls': len(ordered)}
+
+
+def measure_net(net: str, data_dir: str, work_dir: str, batch: int, repeats: int,
+                batch_repeats: int, with_photo: bool):
+  """All the serving measurements of one net, in this process (see the module docstring)."""
+  # pylint: disable=import-outside-toplevel
+  from alexnet_tf import export, input_pipeline, preprocessing, run_loop
+  from alexnet_tf.model import build_alexnet
+  metadata = common.records.read_metadata(data_dir)
+  config = common.net_config(net, num_classes=metadata.num_classes)
+  model_dir = tempfile.mkdtemp(prefix=f'serving_{net}_', dir=work_dir)
+  try:
+    estimator, metadata = common.make_checkpoint(config, data_dir, model_dir)
+    path = export.export_saved_model(estimator, config, metadata, data_dir,
+                                     os.path.join(model_dir, 'export'))
+    checkpoint = tf1.train.latest_checkpoint(model_dir)
+
+    jpegs = first_jpegs(data_dir, batch)
+    mean = input_pipeline.load_mean(data_dir, config.data, metadata)
+    stored = metadata.image_size[0]
+
+    def preprocess(encoded):  # what the SavedModel's receiver does, per image
+      image = preprocessing.decode_for_serving(tf.constant(encoded), stored)
+      return preprocessing.preprocess_for_eval(image, mean, config.data).numpy()
+
+    floats = np.stack([preprocess(j) for j in jpegs])  # [batch, S, S, 3]
+    loaded = tf.saved_model.load(path, tags=['serve'])
+    serve = loaded.signatures[export.SERVING_SIGNATURE]
+    serve_floats = loaded.signatures[export.FLOAT_SERVING_SIGNATURE]
+    one_jpeg, all_jpegs = tf.constant(jpegs[:1]), tf.constant(jpegs)
+    one_float, all_floats = tf.constant(floats[:1]), tf.constant(floats)
+
+    result = {'export_dir': path, 'batch': batch, 'lrn_impl': config.model.lrn_impl}
+    cases = {
+        'savedmodel_jpeg': (lambda: serve(**{export.IMAGE_BYTES: one_jpeg}),
+                            lambda: serve(**{export.IMAGE_BYTES: all_jpegs})),
+        'savedmodel_float': (lambda: serve_floats(**{export.FLOAT_IMAGES: one_float}),
+                             lambda: serve_floats(**{export.FLOAT_IMAGES: all_floats})),
+    }
+    if with_photo:
+      photo = tf.constant([photo_jpeg()])
+      photos = tf.constant([photo_jpeg()] * batch)
+      cases['savedmodel_photo_jpeg'] = (lambda: serve(**{export.IMAGE_BYTES: photo}),
+                                        lambda: serve(**{export.IMAGE_BYTES: photos}))
+    # The outputs agree (the same weights, the same preprocessing).
+    agree = np.max(np.abs(serve(**{export.IMAGE_BYTES: one_jpeg})['logits'].numpy() -
+                          serve_floats(**{export.FLOAT_IMAGES: one_float})['logits'].numpy()))
+
+    graph = tf.Graph()
+    with graph.as_default():
+      images = tf1.placeholder(tf.float32, [None] + list(floats.shape[1:]))
+      logits, _ = build_alexnet(images, run_loop.model_config_for(config, metadata),
+                                training=False)
+      saver = tf1.train.Saver(tf1.global_variables())
+    session = tf1.Session(graph=graph, config=run_loop.session_config(config.model))
+    with graph.as_default():
+      saver.restore(session, checkpoint)
+    bare_logits = session.run(logits, {images: floats[:1]})
+    agree_bare = np.max(np.abs(bare_logits - serve_floats(
+        **{export.FLOAT_IMAGES: one_float})['logits'].numpy()))
+    cases['bare_forward'] = (lambda: session.run(logits, {images: floats[:1]}),
+                             lambda: session.run(logits, {images: floats}))
+
+    for name, (single, batched) in cases.items():
+      result[name] = {
+          'batch1': latency_stats(common.time_calls(single, warmup=5, repeats=repeats)),
+          'batch_images_per_sec': batch / statistics.median(
+              common.time_calls(batched, warmup=1, repeats=batch_repeats)),
+      }
+    session.close()
+    bare = result['bare_forward']['batch1']['median_ms']
+    result['latency_ratio_jpeg_vs_bare'] = result['savedmodel_jpeg']['batch1']['median_ms'] / bare
+    result['latency_ratio_float_vs_bare'] = (
+        result['savedmodel_float']['batch1']['median_ms'] / bare)
+    result['max_logit_difference'] = {'jpeg_vs_float_signature': float(agree),
+                                      'float_signature_vs_bare': float(agree_bare)}
+    return result
+  finally:
+    shutil.rmtree(model_dir, ignore_errors=True)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  results = {'benchmark': 'bench_serving', 'machine': common.machine_info(),
+             'settings': {k: v for k, v in vars(args).items() if k != 'json'},
+             'targets': {'latency_ratio_jpeg_vs_bare': TARGET_LATENCY_RATIO}, 'nets': {}}
+  work_dir = args.work_dir or tempfile.mkdtemp(prefix='bench_serving_')
+  os.makedirs(work_dir, exist_ok=True)
+  try:
+    for net in args.nets.split(','):
+      data_dir = common.dataset_for(net, work_dir, args.images, args.cifar_dir,
+                                    args.imagenet_classes)
+      print(f'{net}: export and serving ...', flush=True)
+      results['nets'][net] = common.call(measure_net, not args.no_isolate, net, data_dir,
+                                         work_dir, args.batch, args.repeats,
+                                         args.batch_repeats, args.photo_jpeg)
+      results['nets'][net]['data'] = common.describe_data(data_dir)
+  finally:
+    if not args.work_dir:
+      shutil.rmtree(work_dir, ignore_errors=True)
+  report(results)
+  common.write_json(args.json, results)
+  return results
+
+
+def report(results):
+  machine = results['machine']
+  batch = results['settings']['batch']
+  print(f'\n{machine["cpu"]}, {machine["cores"]} cores, TF {machine["tensorflow"]}, '
+        f'{machine["date"]}')
+  rows = []
+  labels = {'savedmodel_jpeg': 'SavedModel, stored-size JPEG bytes',
+            'savedmodel_photo_jpeg': 'SavedModel, 512x512 photo JPEG',
+            'savedmodel_float': 'SavedModel, preprocessed floats',
+            'bare_forward': 'bare forward pass (session)'}
+  for net, r in results['nets'].items():
+    bare = r['bare_forward']['batch1']['median_ms']
+    for key, label in labels.items():
+      if key in r:
+        rows.append([f'{net}: {label}', r[key]['batch1']['median_ms'],
+                     r[key]['batch1']['p90_ms'], r[key]['batch1']['median_ms'] / bare,
+                     r[key]['batch_images_per_sec']])
+  common.print_table(['measurement', 'batch-1 ms (median)', 'p90 ms', 'x bare',
+                      f'batch-{batch} images/s'], rows)
+  for net, r in results['nets'].items():
+    ratio = r['latency_ratio_jpeg_vs_bare']
+    print(f'{net}: SavedModel batch-1 latency (JPEG in) / bare forward = {ratio:.3f} '
+          f'({"meets" if ratio <= TARGET_LATENCY_RATIO else "misses"} <= '
+          f'{TARGET_LATENCY_RATIO})')
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,202 @@
+"""Training throughput, the machine's limit and peak memory (issue 6, items 1, 2 and 5).
+
+For each net (the paper's ImageNet net at 227x227, two towers; the CIFAR-10 net), in one run:
+
+  (a) bare step    the product's TRAIN graph (model_fn: net, cross-entropy, weight decay,
+                   momentum) on one batch held in memory, `session.run(train_op)` in a loop,
+                   once per LRN implementation asked for (--lrn-impls; the first listed is
+                   the baseline of the speed-up column).
+  (b) product loop the real training loop: `run_loop.make_estimator` + `estimator.train` on
+                   `input_pipeline.make_dataset(training=True)` (TFRecords of real JPEGs, full
+                   augmentation) with `hooks.ProgressHook` (the progress bar), the
+                   Estimator's summaries (every 100 steps) and checkpointing, exactly as
+                   `run_loop.train_and_evaluate` sets them up, with the config's default LRN.
+                   Images/second between the end of step --warmup and of step
+                   --warmup + --steps (graph building, session start-up, the first shuffle
+                   buffer fill and the final checkpoint are outside the window).
+  (b)/(a)          the product loop against the bare step with the same (default) LRN.
+  GEMM             measured fp32 FLOP/s of an n x n matmul (best of 5), the machine's limit.
+  FLOPs            conv + fc multiply-adds counted from the layer table (`common.layer_flops`),
+                   per image, forward and training (3x forward minus conv1's input gradient);
+                   achieved FLOP/s of the bare step = training FLOPs x images/s.
+  memory           peak resident set size (ru_maxrss) of each measurement's own process:
+                   every measurement runs in a fresh spawned process.
+
+Data: ImageNet-sized TFRecords made by the product's converter from scikit-image's sample
+photographs (`common.photo_dataset`, 256x256 JPEGs, --images of them); CIFAR-10 from the
+converted real dataset at --cifar-dir when present (else the photos at 32x32).
+
+  python benchmarks/bench_train.py --json benchmarks/results/train.json    # ~6 minutes
+  python benchmarks/bench_train.py --smoke                                 # seconds, tiny
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+# pylint: disable=wrong-import-position
+import common  # noqa: E402  (imports alexnet_tf before TensorFlow)
+from alexnet_tf import config as config_lib  # noqa: E402
+
+TARGET_LOOP_RATIO = 0.95
+TARGET_LRN_SPEEDUP = 1.10
+TARGET_PEAK_GIB = 8.0
+
+
+def parse_args(argv=None):
+  default_impl = config_lib.IMAGENET_MODEL.lrn_impl
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--nets', default='imagenet,cifar10', help='comma-separated subset')
+  parser.add_argument('--batch-size', type=int, default=128)
+  parser.add_argument('--warmup', type=int, default=3, help='untimed steps first')
+  parser.add_argument('--steps', type=int, default=12, help='timed steps')
+  parser.add_argument('--lrn-impls', default=','.join(dict.fromkeys(['reference', default_impl])),
+                      help='LRN implementations of the bare step; the first is the baseline')
+  parser.add_argument('--images', type=int, default=4000,
+                      help='sample-photo images to convert (ImageNet-sized dataset)')
+  parser.add_argument('--imagenet-classes', type=int, default=1000,
+                      help='classes of the ImageNet-sized dataset (fc8 outputs)')
+  parser.add_argument('--cifar-dir', default=common.DEFAULT_CIFAR_DIR,
+                      help='converted CIFAR-10 (real images); photos at 32x32 when absent')
+  parser.add_argument('--gemm-size', type=int, default=4096)
+  parser.add_argument('--work-dir', help='keep datasets here (reused); default: a temp dir')
+  parser.add_argument('--no-isolate', action='store_true',
+                      help='measure in this process (peak memory is then cumulative)')
+  parser.add_argument('--json', help='write the results here')
+  parser.add_argument('--smoke', action='store_true', help='tiny sizes, runs in seconds')
+  args = parser.parse_args(argv)
+  if args.smoke:
+    args.batch_size, args.warmup, args.steps, args.images = 2, 1, 2, 40
+    args.imagenet_classes = 10
+    args.gemm_size, args.no_isolate, args.cifar_dir = 256, True, None
+  return args
+
+
+def product_loop(net: str, data_dir: str, batch_size: int, warmup: int, steps: int,
+                 model_dir: str):
+  """Images/second of the product's training loop (see the module docstring, (b))."""
+  # pylint: disable=import-outside-toplevel
+  from alexnet_tf import hooks, input_pipeline, records, run_loop, schedule
+  metadata = records.read_metadata(data_dir)
+  config = common.net_config(net, batch_size=batch_size)
+  plan = run_loop.RunPlan.make(config, metadata.counts[records.TRAIN])
+  # As run_loop._train_interval builds it: the plateau schedule's constant rate, checkpoints
+  # on evaluation boundaries (and at the end), the progress bar over the whole run.
+  estimator = run_loop.make_estimator(config, metadata, model_dir,
+                                      schedule.constant(config.train.learning_rate), None,
+                                      save_every=plan.eval_every)
+  input_fn = input_pipeline.make_input_fn(data_dir, records.TRAIN, config.data, batch_size,
+                                          training=True)
+  progress = hooks.ProgressHook(batch_size, plan.total_steps, model_dir, description='bench')
+  timer = common.StepTimer()
+  estimator.train(input_fn, max_steps=warmup + steps, hooks=[progress, timer])
+  return {'images_per_sec': timer.rate(warmup, warmup + steps, batch_size),
+          'steps': steps, 'warmup_steps': warmup, 'batch_size': batch_size,
+          # A checkpoint (an evaluation boundary) inside the window would be timed too.
+          'steps_per_epoch': plan.steps_per_epoch,
+          'checkpoint_in_window': warmup < plan.eval_every <= warmup + steps,
+          'lrn_impl': config.model.lrn_impl, 'data': common.describe_data(data_dir)}
+
+
+def bare_step(net: str, lrn_impl: str, batch_size: int, warmup: int, steps: int,
+              num_classes: int):
+  config = common.net_config(net, lrn_impl=lrn_impl, num_classes=num_classes)
+  return common.time_bare_steps(config, batch_size, warmup, steps)
+
+
+def run_net(net, args, work_dir, impls):
+  data_dir = common.dataset_for(net, work_dir, args.images, args.cifar_dir,
+                                args.imagenet_classes)
+  num_classes = common.records.read_metadata(data_dir).num_classes
+  isolate = not args.no_isolate
+  result = {'bare': {}, 'flops_per_image': common.flops_per_image(
+      common.net_config(net, num_classes=num_classes).model)}
+  for impl in impls:
+    print(f'{net}: bare step, LRN {impl} ...', flush=True)
+    result['bare'][impl] = common.call(bare_step, isolate, net, impl, args.batch_size,
+                                       args.warmup, args.steps, num_classes)
+  print(f'{net}: product training loop ...', flush=True)
+  model_dir = tempfile.mkdtemp(prefix=f'bench_train_{net}_', dir=work_dir)
+  try:
+    result['product'] = common.call(product_loop, isolate, net, data_dir, args.batch_size,
+                                    args.warmup, args.steps, model_dir)
+  finally:
+    shutil.rmtree(model_dir, ignore_errors=True)
+  default = result['product']['lrn_impl']
+  bare = result['bare'].get(default)
+  if bare is not None:
+    result['loop_over_bare'] = result['product']['images_per_sec'] / bare['images_per_sec']
+    result['achieved_train_flops_per_sec'] = (result['flops_per_image']['train'] *
+                                              bare['images_per_sec'])
+  baseline = result['bare'][impls[0]]['images_per_sec']
+  result['lrn_speedup_vs_' + impls[0]] = {
+      impl: r['images_per_sec'] / baseline for impl, r in result['bare'].items()}
+  result['peak_rss_gib_training'] = result['product']['peak_rss_gib']
+  return result
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  impls = [i for i in args.lrn_impls.split(',') if i]
+  unknown = [i for i in impls if i not in config_lib.LRN_IMPLS]
+  if unknown:
+    raise SystemExit(f'unknown LRN implementations {unknown}; choose from {config_lib.LRN_IMPLS}')
+  results = {'benchmark': 'bench_train', 'machine': common.machine_info(),
+             'settings': {k: v for k, v in vars(args).items() if k != 'json'},
+             'default_lrn_impl': config_lib.IMAGENET_MODEL.lrn_impl,
+             'targets': {'loop_over_bare': TARGET_LOOP_RATIO,
+                         'lrn_speedup': TARGET_LRN_SPEEDUP, 'peak_rss_gib': TARGET_PEAK_GIB},
+             'nets': {}}
+  work_dir = args.work_dir or tempfile.mkdtemp(prefix='bench_train_')
+  os.makedirs(work_dir, exist_ok=True)
+  try:
+    print('GEMM ...', flush=True)
+    results['gemm'] = common.call(common.gemm_flops, not args.no_isolate, args.gemm_size)
+    for net in args.nets.split(','):
+      results['nets'][net] = run_net(net, args, work_dir, impls)
+  finally:
+    if not args.work_dir:
+      shutil.rmtree(work_dir, ignore_errors=True)
+  report(results, impls)
+  common.write_json(args.json, results)
+  return results
+
+
+def report(results, impls):
+  gemm = results['gemm']['flops_per_sec']
+  machine = results['machine']
+  print(f'\n{machine["cpu"]}, {machine["cores"]} cores, TF {machine["tensorflow"]}, '
+        f'{machine["date"]}; batch {results["settings"]["batch_size"]}')
+  print(f'fp32 GEMM {results["gemm"]["n"]}^3: {gemm / 1e9:.1f} GFLOP/s (best of 5)\n')
+  rows = []
+  for net, r in results['nets'].items():
+    flops = r['flops_per_image']
+    for impl in impls:
+      bare = r['bare'][impl]
+      achieved = flops['train'] * bare['images_per_sec']
+      rows.append([f'{net} bare step, LRN {impl}', bare['images_per_sec'],
+                   r['lrn_speedup_vs_' + impls[0]][impl], achieved / 1e9, achieved / gemm,
+                   bare['peak_rss_gib']])
+    product = r['product']
+    rows.append([f'{net} product loop, LRN {product["lrn_impl"]}', product['images_per_sec'],
+                 '', '', '', product['peak_rss_gib']])
+  common.print_table(['measurement', 'images/s', f'x {impls[0]}', 'GFLOP/s', 'of GEMM',
+                      'peak GiB'], rows)
+  print()
+  for net, r in results['nets'].items():
+    flops = r['flops_per_image']
+    line = (f'{net}: {flops["forward"] / 1e9:.3f} GFLOP forward, {flops["train"] / 1e9:.3f} '
+            f'GFLOP training per image')
+    if 'loop_over_bare' in r:
+      ratio = r['loop_over_bare']
+      line += (f'; product loop / bare step = {ratio:.3f} '
+               f'({"meets" if ratio >= TARGET_LOOP_RATIO else "misses"} >= {TARGET_LOOP_RATIO})')
+    print(line)
+
+
+if __name__ == '__main__':
+  main()
