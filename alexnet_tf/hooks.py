@@ -21,12 +21,20 @@ class ProgressHook(tf1.train.SessionRunHook):
   """
 
   def __init__(self, batch_size, total_steps, model_dir=None, summary_every=100,
-               description='train'):
+               description='train', steps_per_epoch=None):
+    """`steps_per_epoch`: when given, the bar is labelled with the current epoch instead."""
     self._batch_size = batch_size
     self._total_steps = total_steps
     self._model_dir = model_dir
     self._summary_every = summary_every
     self._description = description
+    self._steps_per_epoch = steps_per_epoch
+
+  def _label(self, step):
+    if not self._steps_per_epoch:
+      return self._description
+    epochs = math.ceil(self._total_steps / self._steps_per_epoch)
+    return f'epoch {min(step // self._steps_per_epoch + 1, epochs)}/{epochs}'
 
   def begin(self):
     graph = tf1.get_default_graph()
@@ -41,7 +49,8 @@ class ProgressHook(tf1.train.SessionRunHook):
   def after_create_session(self, session, coord):
     self._start_step = int(session.run(self._fetches['step']))
     self._bar = tqdm(total=self._total_steps, initial=self._start_step, unit='step',
-                     desc=self._description, dynamic_ncols=True, mininterval=1.0)
+                     desc=self._label(self._start_step), dynamic_ncols=True,
+                     mininterval=1.0)
     self._last_time, self._last_step = time.time(), self._start_step
 
   def before_run(self, run_context):
@@ -62,6 +71,7 @@ class ProgressHook(tf1.train.SessionRunHook):
     elapsed = now - self._last_time
     if elapsed >= 2.0 or step % self._summary_every == 0:
       images_per_sec = (step - self._last_step) * self._batch_size / max(elapsed, 1e-9)
+      self._bar.set_description(self._label(step), refresh=False)
       self._bar.set_postfix(loss=f'{loss:.4f}', lr=f'{values["lr"]:.2g}',
                             img_s=f'{images_per_sec:.0f}', refresh=False)
       if self._writer is not None and step % self._summary_every == 0:

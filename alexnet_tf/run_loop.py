@@ -1,10 +1,16 @@
-"""The training loop: Estimator training in intervals, evaluation, the plateau schedule,
+"""The training loop: Estimator training with periodic evaluation, the plateau schedule,
 the best checkpoint, resumption and the final export.
 
-Each interval trains to the next evaluation boundary, evaluates on the validation split and
-updates the schedule. Every boundary is a checkpoint, so a run killed at any point and started
-again with the same command continues from its newest checkpoint with the schedule state it
-had (a checkpoint whose evaluation was lost to the kill is evaluated first).
+One `Estimator.train` call runs the whole run in one session, so the input pipeline (and its
+cache of decoded images), the graph and the session are built once, not once per epoch. Every
+evaluation boundary is a checkpoint; right after it is written, `_EvaluationListener`
+evaluates it on the validation split (in its own graph and session), records it and updates
+the plateau schedule, whose rate is a variable of the training graph set in place.
+
+A run killed at any point and started again with the same command continues from its newest
+checkpoint with the schedule state it had; a checkpoint whose evaluation was lost to the kill
+is evaluated first (the Estimator re-saves the starting checkpoint, which reaches the
+listener like any other).
 """
 
 import dataclasses
@@ -15,7 +21,7 @@ import math
 import os
 import shutil
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import tensorflow as tf
 
@@ -134,11 +140,12 @@ def make_estimator(config: Config, metadata, model_dir, learning_rate=None, seed
 
 
 def train_and_evaluate(config: Config, data_dir: str, model_dir: str,
-                       export_dir: Optional[str] = None) -> Dict[str, float]:
+                       export_dir: Optional[str] = None,
+                       extra_hooks: Sequence[tf1.train.SessionRunHook] = ()) -> Dict[str, float]:
   """Trains `config` on `data_dir` into `model_dir`, resuming what is there.
 
   Returns the metrics of the last evaluation. Exports a SavedModel to `export_dir` at the
-  end when given.
+  end when given. `extra_hooks` join the training session (a profiler, a timer).
   """
   metadata = records.read_metadata(data_dir)
   for split in (records.TRAIN, records.VALIDATION):
@@ -146,53 +153,83 @@ def train_and_evaluate(config: Config, data_dir: str, model_dir: str,
   plan = RunPlan.make(config, metadata.counts[records.TRAIN])
   os.makedirs(model_dir, exist_ok=True)
   save_run(model_dir, config, data_dir)
-  state = schedule.load_state(model_dir, config.train)
   log.info('%s: %d training examples, %d steps per epoch, %d steps in all, evaluating every '
            '%d steps; model dir %s', metadata.name, metadata.counts[records.TRAIN],
            plan.steps_per_epoch, plan.total_steps, plan.eval_every, model_dir)
-  metrics = {}
+  listener = _EvaluationListener(config, metadata, data_dir, model_dir, plan)
   step = latest_step(model_dir)
   if step:
-    log.info('resuming from step %d (learning rate %g)', step, state.learning_rate)
-  while True:
-    if step > state.last_eval_step and (step % plan.eval_every == 0 or step >= plan.total_steps):
-      metrics, state = _evaluate_and_update(config, metadata, data_dir, model_dir, state, step)
-    if step >= plan.total_steps:
-      break
-    target = min(plan.total_steps, (step // plan.eval_every + 1) * plan.eval_every)
-    _train_interval(config, metadata, data_dir, model_dir, plan, state, step, target)
-    step = latest_step(model_dir)
+    log.info('resuming from step %d (learning rate %g)', step, listener.state.learning_rate)
+  if step < plan.total_steps:
+    _train(config, metadata, data_dir, model_dir, plan, listener, step, extra_hooks)
+  listener.evaluate_if_due(latest_step(model_dir))  # a finished run whose last eval was lost
   if export_dir:
     from alexnet_tf import export  # pylint: disable=import-outside-toplevel
     path = export.export_saved_model(make_estimator(config, metadata, model_dir), config,
                                      metadata, data_dir, export_dir)
     log.info('exported SavedModel to %s', path)
-  return metrics
+  return listener.metrics
 
 
-def _train_interval(config, metadata, data_dir, model_dir, plan, state, step, target):
-  train = config.train
+def _learning_rate_fn(train: config_lib.TrainConfig, plan: RunPlan, state):
   if train.schedule == 'plateau':
-    learning_rate = schedule.constant(state.learning_rate)
-  elif train.schedule == 'step':
-    learning_rate = schedule.piecewise(
+    return schedule.plateau_variable(state.learning_rate)
+  if train.schedule == 'step':
+    return schedule.piecewise(
         train.learning_rate, [b * plan.steps_per_epoch for b in train.step_boundaries_epochs],
         train.lr_decay_factor)
-  else:
-    raise ValueError(f'unknown schedule {train.schedule!r}; use "plateau" or "step"')
-  # A new seed per interval: the same seed would replay the same shuffle and dropout masks.
+  raise ValueError(f'unknown schedule {train.schedule!r}; use "plateau" or "step"')
+
+
+def _train(config, metadata, data_dir, model_dir, plan, listener, step, extra_hooks):
+  """Trains from `step` to the end of the run in one session."""
+  train = config.train
+  # Seeded by the starting step: a resumed run must not replay the shuffle and dropout masks
+  # it already saw.
   seed = None if train.seed is None else train.seed + step
   # Checkpoints land on evaluation boundaries, where the schedule is decided.
-  estimator = make_estimator(config, metadata, model_dir, learning_rate, seed,
+  estimator = make_estimator(config, metadata, model_dir,
+                             _learning_rate_fn(train, plan, listener.state), seed,
                              save_every=plan.eval_every)
-
-  def input_fn():
-    return input_pipeline.make_dataset(data_dir, records.TRAIN, config.data, train.batch_size,
-                                       training=True, seed=seed)
-
+  input_fn = input_pipeline.make_input_fn(data_dir, records.TRAIN, config.data,
+                                          train.batch_size, training=True, seed=seed)
   progress = hooks.ProgressHook(train.batch_size, plan.total_steps, model_dir,
-                                description=f'epoch {step / plan.steps_per_epoch + 1:.1f}')
-  estimator.train(input_fn, max_steps=target, hooks=[progress])
+                                steps_per_epoch=plan.steps_per_epoch)
+  estimator.train(input_fn, max_steps=plan.total_steps, hooks=[progress, *extra_hooks],
+                  saving_listeners=[listener])
+
+
+class _EvaluationListener(tf1.train.CheckpointSaverListener):
+  """Evaluates each evaluation-boundary checkpoint as soon as it is saved.
+
+  Holds the plateau state (loaded from the model directory) and the last metrics; sets the
+  training graph's rate variable after a decay.
+  """
+
+  def __init__(self, config, metadata, data_dir, model_dir, plan):
+    self._args = (config, metadata, data_dir, model_dir)
+    self._plan = plan
+    self._plateau = config.train.schedule == 'plateau'
+    self._rate_setter = schedule.RateSetter()
+    self.state = schedule.load_state(model_dir, config.train)
+    self.metrics = {}
+
+  def begin(self):
+    if self._plateau:
+      self._rate_setter.prepare()
+
+  def after_save(self, session, global_step_value):
+    rate = self.state.learning_rate
+    self.evaluate_if_due(int(global_step_value))
+    if self._plateau and self.state.learning_rate != rate:
+      self._rate_setter.set(session, self.state.learning_rate)
+
+  def evaluate_if_due(self, step: int) -> None:
+    """Evaluates checkpoint `step` if it is a boundary (or the end) not evaluated yet."""
+    plan = self._plan
+    if step > self.state.last_eval_step and (step % plan.eval_every == 0 or
+                                             step >= plan.total_steps):
+      self.metrics, self.state = _evaluate_and_update(*self._args, self.state, step)
 
 
 def _evaluate_and_update(config, metadata, data_dir, model_dir, state, step):

@@ -3,7 +3,7 @@
 `plateau`: "divide the learning rate by 10 when the validation error rate stopped improving
 with the current learning rate". Its state lives in `schedule_state.json` in the model
 directory, written atomically after each evaluation, so a killed run continues with the rate
-it had. `step`: a fixed piecewise-constant schedule on the global step.
+it had; in the training graph the rate is a variable that the run loop sets after a decay. `step`: a fixed piecewise-constant schedule on the global step.
 """
 
 import dataclasses
@@ -65,8 +65,43 @@ def save_state(model_dir: str, state: PlateauState) -> None:
 
 
 def constant(learning_rate: float) -> LearningRateFn:
-  """The plateau schedule within one training interval: the rate of the current state."""
+  """A fixed rate (benchmarks, and training runs too short to evaluate)."""
   return lambda global_step: tf.constant(learning_rate, tf.float32)
+
+
+PLATEAU_VARIABLE = 'plateau_learning_rate'
+
+
+def plateau_variable(learning_rate: float) -> LearningRateFn:
+  """The plateau schedule in the training graph: a variable the run loop sets after a decay.
+
+  A local (not checkpointed) float32 scalar named PLATEAU_VARIABLE, initialised to
+  `learning_rate` (the saved state's rate, so a resumed run starts where it was);
+  `RateSetter` changes it in the running session, so a decay needs no new graph.
+  """
+  def fn(global_step):
+    del global_step  # the rate changes with the validation error, not the step
+    return tf.compat.v1.get_variable(
+        PLATEAU_VARIABLE, initializer=tf.constant(learning_rate, tf.float32), trainable=False,
+        collections=[tf.compat.v1.GraphKeys.LOCAL_VARIABLES]).read_value()
+  return fn
+
+
+class RateSetter:
+  """Sets the PLATEAU_VARIABLE of the default graph: `prepare()` before the graph is
+  finalised, then `set(session, rate)`."""
+
+  def prepare(self) -> None:
+    matches = [v for v in tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.LOCAL_VARIABLES)
+               if v.op.name == PLATEAU_VARIABLE]
+    if len(matches) != 1:
+      raise ValueError(f'the training graph has {len(matches)} variables named '
+                       f'{PLATEAU_VARIABLE!r}; build it with schedule.plateau_variable')
+    self._value = tf.compat.v1.placeholder(tf.float32, [], name='new_learning_rate')
+    self._assign = matches[0].assign(self._value)
+
+  def set(self, session, learning_rate: float) -> None:
+    session.run(self._assign, {self._value: learning_rate})
 
 
 def piecewise(learning_rate: float, boundaries_steps: Sequence[int],

@@ -26,22 +26,14 @@ import common  # noqa: E402  (imports alexnet_tf before TensorFlow)
 
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--nets', default='imagenet,cifar10', help='comma-separated subset')
   parser.add_argument('--batch-size', type=int, default=100, help='images per batch')
   parser.add_argument('--batches', type=int, default=5,
                       help='batches per measurement (the first is not timed)')
-  parser.add_argument('--images', type=int, default=4000,
-                      help='sample-photo images to convert (ImageNet-sized dataset)')
-  parser.add_argument('--imagenet-classes', type=int, default=1000)
-  parser.add_argument('--cifar-dir', default=common.DEFAULT_CIFAR_DIR)
-  parser.add_argument('--work-dir', help='keep datasets here (reused); default: a temp dir')
-  parser.add_argument('--no-isolate', action='store_true', help='measure in this process')
-  parser.add_argument('--json', help='write the results here')
-  parser.add_argument('--smoke', action='store_true', help='tiny sizes, runs in seconds')
+  common.add_common_args(parser)
   args = parser.parse_args(argv)
   if args.smoke:
-    args.batch_size, args.batches, args.images = 2, 2, 40
-    args.imagenet_classes, args.no_isolate, args.cifar_dir = 10, True, None
+    common.apply_common_smoke(args)
+    args.batch_size, args.batches = 2, 2
   return args
 
 
@@ -75,26 +67,17 @@ def measure_net(net: str, data_dir: str, work_dir: str, batch_size: int, batches
     shutil.rmtree(model_dir, ignore_errors=True)
 
 
+def measure(net, data_dir, work_dir, args):
+  print(f'{net}: evaluation ...', flush=True)
+  return common.call(measure_net, not args.no_isolate, net, data_dir, work_dir,
+                     args.batch_size, args.batches)
+
+
 def main(argv=None):
   args = parse_args(argv)
-  results = {'benchmark': 'bench_eval', 'machine': common.machine_info(),
-             'settings': {k: v for k, v in vars(args).items() if k != 'json'}, 'nets': {}}
-  work_dir = args.work_dir or tempfile.mkdtemp(prefix='bench_eval_')
-  os.makedirs(work_dir, exist_ok=True)
-  try:
-    for net in args.nets.split(','):
-      data_dir = common.dataset_for(net, work_dir, args.images, args.cifar_dir,
-                                    args.imagenet_classes)
-      print(f'{net}: evaluation ...', flush=True)
-      results['nets'][net] = common.call(measure_net, not args.no_isolate, net, data_dir,
-                                         work_dir, args.batch_size, args.batches)
-      results['nets'][net]['data'] = common.describe_data(data_dir)
-  finally:
-    if not args.work_dir:
-      shutil.rmtree(work_dir, ignore_errors=True)
-  machine = results['machine']
-  print(f'\n{machine["cpu"]}, {machine["cores"]} cores, TF {machine["tensorflow"]}, '
-        f'{machine["date"]}; batch {args.batch_size} images')
+  results = common.new_results('bench_eval', args)
+  results['nets'] = common.run_nets(args, 'bench_eval_', measure, args)
+  print(f'\n{common.machine_line(results)}; batch {args.batch_size} images')
   rows = []
   for net, r in results['nets'].items():
     for name in ('ten_crop', 'centre_crop'):

@@ -82,8 +82,7 @@ def measure(shape, impls, repeats):
 def main(argv=None):
   args = parse_args(argv)
   impls = [i for i in args.impls.split(',') if i]
-  results = {'benchmark': 'bench_lrn', 'machine': common.machine_info(),
-             'settings': {k: v for k, v in vars(args).items() if k != 'json'}, 'shapes': {}}
+  results = common.new_results('bench_lrn', args, shapes={})
   rows = []
   for name, shape in SHAPES.items():
     full = (args.batch_size,) + shape
@@ -95,9 +94,7 @@ def main(argv=None):
       rows.append([f'{name} {list(full)}', impl, t['forward_ms'], t['forward_backward_ms'],
                    base / t['forward_backward_ms'], t.get('max_rel_diff_value', ''),
                    t.get('max_diff_gradient_of_max', '')])
-  machine = results['machine']
-  print(f'\n{machine["cpu"]}, {machine["cores"]} cores, TF {machine["tensorflow"]}, '
-        f'{machine["date"]}')
+  print(f'\n{common.machine_line(results)}')
   common.print_table(['LRN input (one tower)', 'impl', 'forward ms', 'fwd+bwd ms',
                       f'speed-up vs {impls[0]}', 'value diff', 'grad diff'], rows)
   common.write_json(args.json, results)

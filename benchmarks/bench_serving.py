@@ -42,24 +42,16 @@ TARGET_LATENCY_RATIO = 1.1
 
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--nets', default='imagenet,cifar10', help='comma-separated subset')
   parser.add_argument('--batch', type=int, default=64, help='the throughput batch size')
   parser.add_argument('--repeats', type=int, default=50, help='timed batch-1 calls')
   parser.add_argument('--batch-repeats', type=int, default=5, help='timed large-batch calls')
-  parser.add_argument('--images', type=int, default=4000,
-                      help='sample-photo images to convert (ImageNet-sized dataset)')
-  parser.add_argument('--imagenet-classes', type=int, default=1000)
-  parser.add_argument('--cifar-dir', default=common.DEFAULT_CIFAR_DIR)
   parser.add_argument('--no-photo-jpeg', dest='photo_jpeg', action='store_false',
                       help='skip the full-size photo upload')
-  parser.add_argument('--work-dir', help='keep datasets here (reused); default: a temp dir')
-  parser.add_argument('--no-isolate', action='store_true', help='measure in this process')
-  parser.add_argument('--json', help='write the results here')
-  parser.add_argument('--smoke', action='store_true', help='tiny sizes, runs in seconds')
+  common.add_common_args(parser)
   args = parser.parse_args(argv)
   if args.smoke:
-    args.batch, args.repeats, args.batch_repeats, args.images = 4, 3, 1, 40
-    args.imagenet_classes, args.no_isolate, args.cifar_dir = 10, True, None
+    common.apply_common_smoke(args)
+    args.batch, args.repeats, args.batch_repeats = 4, 3, 1
   return args
 
 
@@ -168,35 +160,25 @@ def measure_net(net: str, data_dir: str, work_dir: str, batch: int, repeats: int
     shutil.rmtree(model_dir, ignore_errors=True)
 
 
+def measure(net, data_dir, work_dir, args):
+  print(f'{net}: export and serving ...', flush=True)
+  return common.call(measure_net, not args.no_isolate, net, data_dir, work_dir, args.batch,
+                     args.repeats, args.batch_repeats, args.photo_jpeg)
+
+
 def main(argv=None):
   args = parse_args(argv)
-  results = {'benchmark': 'bench_serving', 'machine': common.machine_info(),
-             'settings': {k: v for k, v in vars(args).items() if k != 'json'},
-             'targets': {'latency_ratio_jpeg_vs_bare': TARGET_LATENCY_RATIO}, 'nets': {}}
-  work_dir = args.work_dir or tempfile.mkdtemp(prefix='bench_serving_')
-  os.makedirs(work_dir, exist_ok=True)
-  try:
-    for net in args.nets.split(','):
-      data_dir = common.dataset_for(net, work_dir, args.images, args.cifar_dir,
-                                    args.imagenet_classes)
-      print(f'{net}: export and serving ...', flush=True)
-      results['nets'][net] = common.call(measure_net, not args.no_isolate, net, data_dir,
-                                         work_dir, args.batch, args.repeats,
-                                         args.batch_repeats, args.photo_jpeg)
-      results['nets'][net]['data'] = common.describe_data(data_dir)
-  finally:
-    if not args.work_dir:
-      shutil.rmtree(work_dir, ignore_errors=True)
+  results = common.new_results(
+      'bench_serving', args, targets={'latency_ratio_jpeg_vs_bare': TARGET_LATENCY_RATIO})
+  results['nets'] = common.run_nets(args, 'bench_serving_', measure, args)
   report(results)
   common.write_json(args.json, results)
   return results
 
 
 def report(results):
-  machine = results['machine']
   batch = results['settings']['batch']
-  print(f'\n{machine["cpu"]}, {machine["cores"]} cores, TF {machine["tensorflow"]}, '
-        f'{machine["date"]}')
+  print(f'\n{common.machine_line(results)}')
   rows = []
   labels = {'savedmodel_jpeg': 'SavedModel, stored-size JPEG bytes',
             'savedmodel_photo_jpeg': 'SavedModel, 512x512 photo JPEG',

@@ -6,11 +6,10 @@ For each net (the paper's ImageNet net at 227x227, two towers; the CIFAR-10 net)
                    momentum) on one batch held in memory, `session.run(train_op)` in a loop,
                    once per LRN implementation asked for (--lrn-impls; the first listed is
                    the baseline of the speed-up column).
-  (b) product loop the real training loop: `run_loop.make_estimator` + `estimator.train` on
-                   `input_pipeline.make_dataset(training=True)` (TFRecords of real JPEGs, full
-                   augmentation) with `hooks.ProgressHook` (the progress bar), the
-                   Estimator's summaries (every 100 steps) and checkpointing, exactly as
-                   `run_loop.train_and_evaluate` sets them up, with the config's default LRN.
+  (b) product loop the real training loop: `run_loop.train_and_evaluate` itself (Estimator,
+                   `input_pipeline` on TFRecords of real JPEGs with the full augmentation, the
+                   progress bar, summaries every 100 steps, checkpoints, the evaluation
+                   listener), --warmup + --steps steps, with the config's default LRN.
                    Images/second between the end of step --warmup and of step
                    --warmup + --steps (graph building, session start-up, the first shuffle
                    buffer fill and the final checkpoint are outside the window).
@@ -50,29 +49,17 @@ TARGET_PEAK_GIB = 8.0
 def parse_args(argv=None):
   default_impl = config_lib.IMAGENET_MODEL.lrn_impl
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--nets', default='imagenet,cifar10', help='comma-separated subset')
   parser.add_argument('--batch-size', type=int, default=128)
   parser.add_argument('--warmup', type=int, default=3, help='untimed steps first')
   parser.add_argument('--steps', type=int, default=12, help='timed steps')
   parser.add_argument('--lrn-impls', default=','.join(dict.fromkeys(['reference', default_impl])),
                       help='LRN implementations of the bare step; the first is the baseline')
-  parser.add_argument('--images', type=int, default=4000,
-                      help='sample-photo images to convert (ImageNet-sized dataset)')
-  parser.add_argument('--imagenet-classes', type=int, default=1000,
-                      help='classes of the ImageNet-sized dataset (fc8 outputs)')
-  parser.add_argument('--cifar-dir', default=common.DEFAULT_CIFAR_DIR,
-                      help='converted CIFAR-10 (real images); photos at 32x32 when absent')
   parser.add_argument('--gemm-size', type=int, default=4096)
-  parser.add_argument('--work-dir', help='keep datasets here (reused); default: a temp dir')
-  parser.add_argument('--no-isolate', action='store_true',
-                      help='measure in this process (peak memory is then cumulative)')
-  parser.add_argument('--json', help='write the results here')
-  parser.add_argument('--smoke', action='store_true', help='tiny sizes, runs in seconds')
+  common.add_common_args(parser)
   args = parser.parse_args(argv)
   if args.smoke:
-    args.batch_size, args.warmup, args.steps, args.images = 2, 1, 2, 40
-    args.imagenet_classes = 10
-    args.gemm_size, args.no_isolate, args.cifar_dir = 256, True, None
+    common.apply_common_smoke(args)
+    args.batch_size, args.warmup, args.steps, args.gemm_size = 2, 1, 2, 256
   return args
 
 
@@ -80,25 +67,22 @@ def product_loop(net: str, data_dir: str, batch_size: int, warmup: int, steps: i
                  model_dir: str):
   """Images/second of the product's training loop (see the module docstring, (b))."""
   # pylint: disable=import-outside-toplevel
-  from alexnet_tf import hooks, input_pipeline, records, run_loop, schedule
-  metadata = records.read_metadata(data_dir)
+  import dataclasses
+  from alexnet_tf import records, run_loop
   config = common.net_config(net, batch_size=batch_size)
-  plan = run_loop.RunPlan.make(config, metadata.counts[records.TRAIN])
-  # As run_loop._train_interval builds it: the plateau schedule's constant rate, checkpoints
-  # on evaluation boundaries (and at the end), the progress bar over the whole run.
-  estimator = run_loop.make_estimator(config, metadata, model_dir,
-                                      schedule.constant(config.train.learning_rate), None,
-                                      save_every=plan.eval_every)
-  input_fn = input_pipeline.make_input_fn(data_dir, records.TRAIN, config.data, batch_size,
-                                          training=True)
-  progress = hooks.ProgressHook(batch_size, plan.total_steps, model_dir, description='bench')
+  config = dataclasses.replace(config, train=dataclasses.replace(
+      config.train, max_steps=warmup + steps))
+  plan = run_loop.RunPlan.make(config, records.read_metadata(data_dir).counts[records.TRAIN])
   timer = common.StepTimer()
-  estimator.train(input_fn, max_steps=warmup + steps, hooks=[progress, timer])
+  # The whole product: run_loop.train_and_evaluate with its progress bar, summaries,
+  # checkpoints and the validation evaluation at the end (after the timed window).
+  run_loop.train_and_evaluate(config, data_dir, model_dir, extra_hooks=[timer])
   return {'images_per_sec': timer.rate(warmup, warmup + steps, batch_size),
           'steps': steps, 'warmup_steps': warmup, 'batch_size': batch_size,
-          # A checkpoint (an evaluation boundary) inside the window would be timed too.
           'steps_per_epoch': plan.steps_per_epoch,
-          'checkpoint_in_window': warmup < plan.eval_every <= warmup + steps,
+          # A checkpoint and evaluation (an evaluation boundary) inside the window would be
+          # timed too.
+          'checkpoint_in_window': warmup < plan.eval_every < warmup + steps,
           'lrn_impl': config.model.lrn_impl, 'data': common.describe_data(data_dir)}
 
 
@@ -108,9 +92,7 @@ def bare_step(net: str, lrn_impl: str, batch_size: int, warmup: int, steps: int,
   return common.time_bare_steps(config, batch_size, warmup, steps)
 
 
-def run_net(net, args, work_dir, impls):
-  data_dir = common.dataset_for(net, work_dir, args.images, args.cifar_dir,
-                                args.imagenet_classes)
+def run_net(net, data_dir, work_dir, args, impls):
   num_classes = common.records.read_metadata(data_dir).num_classes
   isolate = not args.no_isolate
   result = {'bare': {}, 'flops_per_image': common.flops_per_image(
@@ -145,22 +127,13 @@ def main(argv=None):
   unknown = [i for i in impls if i not in config_lib.LRN_IMPLS]
   if unknown:
     raise SystemExit(f'unknown LRN implementations {unknown}; choose from {config_lib.LRN_IMPLS}')
-  results = {'benchmark': 'bench_train', 'machine': common.machine_info(),
-             'settings': {k: v for k, v in vars(args).items() if k != 'json'},
-             'default_lrn_impl': config_lib.IMAGENET_MODEL.lrn_impl,
-             'targets': {'loop_over_bare': TARGET_LOOP_RATIO,
-                         'lrn_speedup': TARGET_LRN_SPEEDUP, 'peak_rss_gib': TARGET_PEAK_GIB},
-             'nets': {}}
-  work_dir = args.work_dir or tempfile.mkdtemp(prefix='bench_train_')
-  os.makedirs(work_dir, exist_ok=True)
-  try:
-    print('GEMM ...', flush=True)
-    results['gemm'] = common.call(common.gemm_flops, not args.no_isolate, args.gemm_size)
-    for net in args.nets.split(','):
-      results['nets'][net] = run_net(net, args, work_dir, impls)
-  finally:
-    if not args.work_dir:
-      shutil.rmtree(work_dir, ignore_errors=True)
+  results = common.new_results(
+      'bench_train', args, default_lrn_impl=config_lib.IMAGENET_MODEL.lrn_impl,
+      targets={'loop_over_bare': TARGET_LOOP_RATIO, 'lrn_speedup': TARGET_LRN_SPEEDUP,
+               'peak_rss_gib': TARGET_PEAK_GIB})
+  print('GEMM ...', flush=True)
+  results['gemm'] = common.call(common.gemm_flops, not args.no_isolate, args.gemm_size)
+  results['nets'] = common.run_nets(args, 'bench_train_', run_net, args, impls)
   report(results, impls)
   common.write_json(args.json, results)
   return results
@@ -168,9 +141,7 @@ def main(argv=None):
 
 def report(results, impls):
   gemm = results['gemm']['flops_per_sec']
-  machine = results['machine']
-  print(f'\n{machine["cpu"]}, {machine["cores"]} cores, TF {machine["tensorflow"]}, '
-        f'{machine["date"]}; batch {results["settings"]["batch_size"]}')
+  print(f'\n{common.machine_line(results)}; batch {results["settings"]["batch_size"]}')
   print(f'fp32 GEMM {results["gemm"]["n"]}^3: {gemm / 1e9:.1f} GFLOP/s (best of 5)\n')
   rows = []
   for net, r in results['nets'].items():

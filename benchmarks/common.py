@@ -13,8 +13,12 @@ CIFAR-10 uses the real converted dataset when given (`--cifar-dir`), else the sa
 32x32.
 """
 
+import argparse
+import contextlib
 import dataclasses
 import datetime
+import shutil
+import tempfile
 import json
 import os
 import platform
@@ -22,7 +26,7 @@ import resource
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 # Runs from a checkout without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -45,7 +49,77 @@ tf1 = tf.compat.v1
 PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'hubble_deep_field',
           'immunohistochemistry', 'retina', 'stereo_motorcycle', 'motorcycle_left')
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
-DEFAULT_CIFAR_DIR = '/work/data/cifar10'
+# Where the development machine keeps the converted real CIFAR-10; elsewhere pass --cifar-dir
+# (or set ALEXNET_CIFAR_DIR), else the CIFAR-10 net reads the photos at 32x32.
+DEFAULT_CIFAR_DIR = os.environ.get('ALEXNET_CIFAR_DIR', '/work/data/cifar10')
+
+
+# ------------------------------------------------------------------------------------------
+# Command line and the per-net loop shared by bench_train, bench_serving and bench_eval
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+  """The options every per-net benchmark takes: nets, data, isolation, output, smoke."""
+  parser.add_argument('--nets', default='imagenet,cifar10', help='comma-separated subset')
+  parser.add_argument('--images', type=int, default=4000,
+                      help='sample-photo images to convert (ImageNet-sized dataset)')
+  parser.add_argument('--imagenet-classes', type=int, default=1000,
+                      help='classes of the ImageNet-sized dataset (fc8 outputs)')
+  parser.add_argument('--cifar-dir', default=DEFAULT_CIFAR_DIR,
+                      help='converted CIFAR-10 (real images); photos at 32x32 when absent')
+  parser.add_argument('--work-dir', help='keep datasets here (reused); default: a temp dir')
+  parser.add_argument('--no-isolate', action='store_true',
+                      help='measure in this process (peak memory is then cumulative)')
+  parser.add_argument('--json', help='write the results here')
+  parser.add_argument('--smoke', action='store_true', help='tiny sizes, runs in seconds')
+
+
+def apply_common_smoke(args: argparse.Namespace) -> None:
+  """--smoke: a 40-image, 10-class photo dataset measured in this process."""
+  args.images, args.imagenet_classes, args.no_isolate, args.cifar_dir = 40, 10, True, None
+
+
+def new_results(benchmark: str, args: argparse.Namespace, **extra) -> Dict[str, object]:
+  """The JSON skeleton: benchmark name, machine, every setting but --json, `extra`."""
+  return {'benchmark': benchmark, 'machine': machine_info(),
+          'settings': {k: v for k, v in vars(args).items() if k != 'json'}, **extra}
+
+
+@contextlib.contextmanager
+def work_directory(path: Optional[str], prefix: str) -> Iterator[str]:
+  """`path` (created, kept for reuse), or a temporary directory removed afterwards."""
+  if path:
+    os.makedirs(path, exist_ok=True)
+    yield path
+    return
+  path = tempfile.mkdtemp(prefix=prefix)
+  try:
+    yield path
+  finally:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def run_nets(args: argparse.Namespace, prefix: str,
+             measure: Callable[..., Dict[str, object]], *measure_args) -> Dict[str, object]:
+  """{net: measure(net, data_dir, work_dir, *measure_args)} for each of --nets.
+
+  The dataset of each net (`dataset_for`) is made in the work directory (--work-dir or a
+  temporary one) and described in the result's 'data'.
+  """
+  results = {}
+  with work_directory(args.work_dir, prefix) as work_dir:
+    for net in args.nets.split(','):
+      data_dir = dataset_for(net, work_dir, args.images, args.cifar_dir, args.imagenet_classes)
+      results[net] = measure(net, data_dir, work_dir, *measure_args)
+      results[net]['data'] = describe_data(data_dir)
+  return results
+
+
+def machine_line(results: Dict[str, object]) -> str:
+  """'<cpu>, <n> cores, TF <version>, <date>': the first line of every report."""
+  machine = results['machine']
+  return (f'{machine["cpu"]}, {machine["cores"]} cores, TF {machine["tensorflow"]}, '
+          f'{machine["date"]}')
 
 
 # ------------------------------------------------------------------------------------------

@@ -60,3 +60,29 @@ def test_piecewise_schedule():
     with tf.compat.v1.Session() as sess:
       rates = [sess.run(rate, {step: s}) for s in steps]
   assert rates == pytest.approx([0.01, 0.01, 0.001, 0.001, 0.0001, 0.0001])
+
+
+def test_plateau_rate_is_a_local_variable_set_in_the_running_session():
+  with tf.Graph().as_default():
+    step = tf.compat.v1.train.get_or_create_global_step()
+    rate = schedule.plateau_variable(0.01)(step)
+    setter = schedule.RateSetter()
+    setter.prepare()
+    # Not checkpointed: a resumed run takes its rate from schedule_state.json.
+    assert schedule.PLATEAU_VARIABLE not in {
+        v.op.name for v in tf.compat.v1.global_variables()}
+    init = [tf.compat.v1.global_variables_initializer(),
+            tf.compat.v1.local_variables_initializer()]
+    tf.compat.v1.get_default_graph().finalize()  # the Estimator finalises before training
+    with tf.compat.v1.Session() as sess:
+      sess.run(init)
+      before = sess.run(rate)
+      setter.set(sess, 0.001)
+      after = sess.run(rate)
+  assert (before, after) == pytest.approx((0.01, 0.001))
+
+
+def test_rate_setter_needs_the_plateau_variable():
+  with tf.Graph().as_default():
+    with pytest.raises(ValueError, match='plateau_variable'):
+      schedule.RateSetter().prepare()
