@@ -4,9 +4,12 @@
 Estimator, usable eagerly and from `tf.compat.v1` graphs:
 
   training, pad == 0 (ImageNet)   shard files shuffled and read interleaved -> shuffle of the
-                                  serialized examples -> repeat -> per example: decode only a
-                                  random crop window (fused decode_and_crop_jpeg), minus the
-                                  mean cropped alike, flip, PCA lighting -> batch -> prefetch
+                                  serialized examples -> repeat -> per example, integers
+                                  only: draw window, flip, lighting alphas; decode only the
+                                  window (fused decode_and_crop_jpeg); mirror the uint8 crop
+                                  (`preprocessing.decode_train_crop`; with cache_decoded the
+                                  cached images are cut by `train_crop`) -> batch of uint8
+                                  crops + params -> [float stage] -> prefetch
   training, pad > 0 (CIFAR-10)    ... -> decode (kept in memory with cache_decoded) -> shuffle
                                   -> repeat -> batch of uint8 images -> the augmentation on the
                                   whole batch (`preprocessing.augment_batch`) -> prefetch
@@ -16,6 +19,27 @@ Estimator, usable eagerly and from `tf.compat.v1` graphs:
 images are float32 [batch, crop, crop, 3] RGB on 0-255 minus the mean, or
 [batch, 10, crop, crop, 3] for ten-crop evaluation; labels int32 [batch].
 
+The float stage of pad == 0 training (`preprocessing.finish_train_batch`: float32, minus the
+mean cut at each window, plus the lighting shift, for a whole batch) is where it runs:
+
+  make_dataset(training=True)                    mapped over the batches in tf.data, so the
+                                                 dataset keeps its float32 contract
+  make_dataset(training=True, defer_float=True)  left out: elements are the deferred form
+                                                 ({'image': uint8 [batch, crop, crop, 3],
+                                                 'crop_offset': int32 [batch, 2], 'flip':
+                                                 bool [batch], 'lighting_alpha': float32
+                                                 [batch, 3]}, labels), finished by
+                                                 `make_finish_fn(data_dir, data_config)`
+  make_input_fn(training=True)                   the deferred form from a one-shot iterator,
+                                                 finished in the graph: the float work runs
+                                                 in the training step's session.run, on the
+                                                 net's device, and tf.data batches and
+                                                 prefetches a quarter of the bytes
+
+Without a GPU the float stage is moved, not saved: on the 2-core development machine the
+training step spends ~0.4 ms of CPU per 227x227 image on it, where tf.data spent ~0.3 ms
+(`benchmarks/bench_input_pipeline.py` measures both).
+
 Randomness: every example (or, for whole-batch augmentation, every batch) gets the stateless
 seed (seed, n), where n counts what the pipeline has produced over all epochs, so a seeded
 pipeline gives the same batches every time regardless of the parallelism; unseeded pipelines
@@ -24,8 +48,9 @@ that rebuilds the pipeline after every evaluation must change the seed each time
 will replay the same batches.
 """
 
+import functools
 import secrets
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -35,6 +60,16 @@ from alexnet_tf import preprocessing
 from alexnet_tf import records
 
 AUTOTUNE = tf.data.AUTOTUNE
+
+# Feature keys. IMAGE is what the model reads; the others carry the deferred training form's
+# per-image random choices (`preprocessing.TrainParams`).
+IMAGE = 'image'
+CROP_OFFSET = 'crop_offset'
+FLIP = 'flip'
+LIGHTING_ALPHA = 'lighting_alpha'
+
+# What an Estimator input_fn may return: a dataset, or (features, labels) tensors.
+InputFnResult = Union[tf.data.Dataset, Tuple[Dict[str, tf.Tensor], tf.Tensor]]
 
 _FEATURES = {
     records.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string),
@@ -100,7 +135,8 @@ def _check_image_size(metadata: records.DatasetMetadata, data_config, data_dir: 
 def make_dataset(data_dir: str, split: str, data_config: config_lib.DataConfig,
                  batch_size: int, training: bool, *, num_epochs: Optional[int] = None,
                  ten_crop: bool = False, seed: Optional[int] = None,
-                 drop_remainder: Optional[bool] = None) -> tf.data.Dataset:
+                 drop_remainder: Optional[bool] = None,
+                 defer_float: bool = False) -> tf.data.Dataset:
   """Batches of preprocessed images and labels from the shards of `split`.
 
   Args:
@@ -113,10 +149,15 @@ def make_dataset(data_dir: str, split: str, data_config: config_lib.DataConfig,
     ten_crop: evaluation only: images [batch, 10, crop, crop, 3] (`preprocessing.ten_crops`).
     seed: makes training reproducible (same batches every time); None: random.
     drop_remainder: drop a last partial batch; default True for training, False for eval.
+    defer_float: training with DataConfig.pad == 0 only: leave out the float stage and
+      deliver the deferred form (see the module docstring), to be finished by
+      `make_finish_fn(data_dir, data_config)` where the net runs (`make_input_fn` does that).
 
   Returns:
     A dataset of ({'image': float32 [batch, crop, crop, 3] or [batch, 10, crop, crop, 3]},
-    int32 labels [batch]).
+    int32 labels [batch]); with defer_float, of ({'image': uint8 [batch, crop, crop, 3],
+    'crop_offset': int32 [batch, 2], 'flip': bool [batch] (if DataConfig.random_flip),
+    'lighting_alpha': float32 [batch, 3] (if DataConfig.pca_lighting_std > 0)}, labels).
   """
   preprocessing.check_data_config(data_config)
   if batch_size <= 0:
@@ -125,6 +166,10 @@ def make_dataset(data_dir: str, split: str, data_config: config_lib.DataConfig,
     raise ValueError('ten_crop is a test-time procedure; use it with training=False')
   if not training and num_epochs not in (None, 1):
     raise ValueError(f'evaluation reads the split exactly once; got num_epochs={num_epochs}')
+  if defer_float and not (training and defers_float(data_config)):
+    raise ValueError(f'defer_float: the uint8 form exists for training with DataConfig.pad '
+                     f'== 0 only (got training={training}, pad={data_config.pad}); padded '
+                     f'images are augmented as whole float batches')
   metadata = records.read_metadata(data_dir)
   _check_image_size(metadata, data_config, data_dir)
   mean = load_mean(data_dir, data_config, metadata)
@@ -138,10 +183,15 @@ def make_dataset(data_dir: str, split: str, data_config: config_lib.DataConfig,
                        f'{records.METADATA_FILE}, which has none; set pca_lighting_std=0')
     dataset = _training_dataset(files, metadata, mean, color_stats, data_config, batch_size,
                                 num_epochs, seed, drop_remainder)
+    if defers_float(data_config) and not defer_float:
+      finish = functools.partial(_finish_features, mean=mean, color_stats=color_stats)
+      dataset = dataset.map(lambda features, labels: (finish(features), labels),
+                            num_parallel_calls=AUTOTUNE, deterministic=seed is not None)
   else:
     dataset = _eval_dataset(files, metadata, mean, data_config, batch_size, ten_crop,
                             drop_remainder)
-  dataset = dataset.map(lambda images, labels: ({'image': images}, labels)).prefetch(AUTOTUNE)
+    dataset = dataset.map(lambda images, labels: ({IMAGE: images}, labels))
+  dataset = dataset.prefetch(AUTOTUNE)
   options = tf.data.Options()
   # The per-image ops are small and the map already runs one image per core: letting each
   # op split its work over the intra-op threads as well measured ~10% slower.
@@ -149,16 +199,72 @@ def make_dataset(data_dir: str, split: str, data_config: config_lib.DataConfig,
   return dataset.with_options(options)
 
 
+def defers_float(data_config: config_lib.DataConfig) -> bool:
+  """Whether training has a deferred (uint8 + params) form: pad == 0, crops cut per image."""
+  return data_config.pad == 0
+
+
+def make_finish_fn(data_dir: str, data_config: config_lib.DataConfig,
+                   metadata: Optional[records.DatasetMetadata] = None
+                   ) -> Callable[[Dict[str, tf.Tensor]], Dict[str, tf.Tensor]]:
+  """The float stage of the deferred training form, with the dataset's mean and colours.
+
+  Returns:
+    A function: the features of `make_dataset(..., defer_float=True)` ->
+    {'image': float32 [batch, crop, crop, 3]}, the features `make_dataset` gives without
+    defer_float (`preprocessing.finish_train_batch`). Graph mode or eager.
+  """
+  metadata = metadata or records.read_metadata(data_dir)
+  mean = load_mean(data_dir, data_config, metadata)
+  return functools.partial(_finish_features, mean=mean, color_stats=metadata.color_stats)
+
+
+def _finish_features(features, mean, color_stats):
+  params = preprocessing.TrainParams(features[CROP_OFFSET], features.get(FLIP),
+                                     features.get(LIGHTING_ALPHA))
+  return {IMAGE: preprocessing.finish_train_batch(features[IMAGE], params, mean, color_stats)}
+
+
+def _deferred_features(crop, params: preprocessing.TrainParams):
+  features = {IMAGE: crop, CROP_OFFSET: params.offset}
+  if params.flip is not None:
+    features[FLIP] = params.flip
+  if params.alpha is not None:
+    features[LIGHTING_ALPHA] = params.alpha
+  return features
+
+
 def make_input_fn(data_dir: str, split: str, data_config: config_lib.DataConfig,
-                  batch_size: int, training: bool, **kwargs) -> Callable[[], tf.data.Dataset]:
-  """An Estimator `input_fn` (no arguments) returning `make_dataset(...)`."""
+                  batch_size: int, training: bool, **kwargs) -> Callable[[], InputFnResult]:
+  """An Estimator `input_fn` (no arguments); `kwargs` go to `make_dataset`.
+
+  Evaluation: the input_fn returns `make_dataset(...)`.
+  Training: it returns the (features, labels) tensors of the next batch of a one-shot
+  iterator over the dataset, features {'image': float32 [batch, crop, crop, 3]} as
+  `make_dataset` delivers them. With pad == 0 the iterator delivers the deferred uint8 form
+  and the float stage (`make_finish_fn`) is built on its tensors, in the graph, so it runs
+  inside the training step's session.run (on the net's device) instead of in tf.data
+  threads.
+  """
   def input_fn():
-    return make_dataset(data_dir, split, data_config, batch_size, training, **kwargs)
+    if not training:
+      return make_dataset(data_dir, split, data_config, batch_size, training, **kwargs)
+    deferred = defers_float(data_config)
+    dataset = make_dataset(data_dir, split, data_config, batch_size, training,
+                           defer_float=deferred, **kwargs)
+    features, labels = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
+    if deferred:
+      # The Estimator calls input_fn under tf.device('/cpu:0'), which the iterator needs;
+      # the float stage is the net's work, so the placer may put it with the net (a GPU).
+      with tf.device(None):
+        features = make_finish_fn(data_dir, data_config)(features)
+    return features, labels
   return input_fn
 
 
 def _training_dataset(files, metadata, mean, color_stats, data_config, batch_size, num_epochs,
                       seed, drop_remainder) -> tf.data.Dataset:
+  """(features, labels) batches: float {'image'} for pad > 0, the deferred form for pad == 0."""
   deterministic = seed is not None
   if seed is None:
     seed = secrets.randbits(62)
@@ -200,25 +306,30 @@ def _training_dataset(files, metadata, mean, color_stats, data_config, batch_siz
 
     def augment(n, batch):
       images, labels = batch
-      return preprocessing.augment_batch(images, mean, color_stats, data_config,
-                                         example_seed(n)), labels
+      return {IMAGE: preprocessing.augment_batch(images, mean, color_stats, data_config,
+                                                 example_seed(n))}, labels
 
     # enumerate() numbers the elements for their seeds (cheaper than a zip with a counter).
     return dataset.enumerate().map(augment, num_parallel_calls=AUTOTUNE,
                                    deterministic=deterministic)
 
-  if decode_first:
+  if data_config.pad > 0:
     def preprocess(n, example):
       image, label = example
-      return preprocessing.preprocess_for_train(image, mean, color_stats, data_config,
-                                                example_seed(n)), label
+      return {IMAGE: preprocessing.preprocess_for_train(image, mean, color_stats, data_config,
+                                                        example_seed(n))}, label
+  elif decode_first:
+    def preprocess(n, example):
+      image, label = example
+      crop, params = preprocessing.train_crop(image, data_config, example_seed(n), mean)
+      return _deferred_features(crop, params), label
   else:
     def preprocess(n, serialized):
       encoded, label = parse_example(serialized)
       # With the stored size known, the sizes were checked above, once for all images.
-      return preprocessing.preprocess_encoded_for_train(
-          encoded, mean, color_stats, data_config, example_seed(n),
-          check_sizes=stored_size is None), label
+      crop, params = preprocessing.decode_train_crop(encoded, data_config, example_seed(n),
+                                                     mean, check_sizes=stored_size is None)
+      return _deferred_features(crop, params), label
 
   dataset = dataset.enumerate().map(preprocess, num_parallel_calls=AUTOTUNE,
                                     deterministic=deterministic)

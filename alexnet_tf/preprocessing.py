@@ -12,21 +12,32 @@ afterwards (the paper trained on raw values minus the mean image). `mean` argume
     is cropped with the same window as the image;
 as NumPy arrays (folded into the graph as constants) or float32 tensors.
 
-Training, pad == 0 (ImageNet), `preprocess_encoded_for_train`: decode only a random
-crop_size window of the stored JPEG, subtract the mean cropped to the same window, mirror
-half of the images, add PCA lighting. Training, pad > 0 (CIFAR-10), `augment_batch`: subtract
-the mean from the whole stored image, zero-pad by `pad` (zero is the mean after the
-subtraction), random crop, mirror, lighting, on whole batches because the images are tiny.
+Training, pad == 0 (ImageNet), in two stages:
+  - per image, integers only (`decode_train_crop`; `train_crop` for a decoded image): draw the
+    window, mirror and lighting alphas from the seed, decode only the crop_size window of the
+    stored JPEG (fused decode_and_crop_jpeg), mirror the uint8 crop; returns the uint8 crop
+    and its TrainParams (window corner, flip, alphas);
+  - per batch, float (`finish_train_batch`): float32, minus the mean cut at each image's
+    window (mirrored alike), plus each image's PCA lighting shift. It belongs where the net
+    runs (on a GPU; inside the training step on a CPU): the float32 crops have 4x the bytes
+    of the uint8 ones, and tf.data threads would spend most of their time on them.
+  `preprocess_encoded_for_train` / `preprocess_for_train` are both stages for one image.
+Training, pad > 0 (CIFAR-10), `augment_batch`: subtract the mean from the whole stored image,
+zero-pad by `pad` (zero is the mean after the subtraction), random crop, mirror, lighting, on
+whole batches because the images are tiny.
 Evaluation, `preprocess_for_eval`: subtract the mean, pad, then the centre crop or the ten
 crops of the paper's test procedure (section 4.1).
 
-Speed notes (the training input runs these per image, on the CPU):
+Speed notes (the training input runs the integer stage per image, on the CPU):
   - Channel constants are added with `add_per_channel`, not `x + values`: TF broadcasts a [3]
     vector over [H, W, 3] element by element, ~10x slower than an add of equal shapes, while
     a tiled [W * 3] row broadcast over [H, W * 3] is vectorised.
-  - The mirror is applied to the uint8 crop (a quarter of the bytes of float32) and the mean
-    window is cut from a mirrored copy of the mean image; that is bit for bit the same as
-    cropping both identically, subtracting and then mirroring the difference.
+  - The mirror is applied to the uint8 crop and the mean window is cut from a mirrored copy
+    of the mean image; that is bit for bit the same as cropping both identically,
+    subtracting and then mirroring the difference.
+  - The mean windows of a batch are one slice per image of [mean, mirrored mean]: a slice
+    copies whole rows, while a batched gather over columns copies 3 floats per index (the
+    whole float stage of 128 227x227 crops ran 2.3x slower with gathers).
   - Every op in a tf.data function costs microseconds of overhead, so the random numbers of
     an image come from one uniform and one normal draw.
 """
@@ -447,96 +458,67 @@ def _lighting_shift(alpha, color_stats: Optional[records.ColorStats]) -> Optiona
   return lighting_offset(alpha, color_stats.eigenvalues, color_stats.eigenvectors)
 
 
-def augment_crop(image: tf.Tensor, params: TrainParams, mean,
-                 color_stats: Optional[records.ColorStats]) -> tf.Tensor:
-  """The float steps of training (pad == 0) for a window already cut from the stored image.
-
-  uint8 crop [crop, crop, 3] at params.offset of the stored image -> float32 -> minus the
-  mean cropped to the same window -> mirrored if params.flip -> plus the PCA lighting shift
-  for params.alpha. (The mirror is done on the uint8 crop together with a mirrored mean
-  window: the same numbers as subtracting first, see the module docstring.)
-
-  Returns:
-    float32 [crop, crop, 3].
-  """
-  crop_size = image.shape[0]
-  if params.flip is not None:
-    image = tf.cond(params.flip, lambda: flip_left_right(image), lambda: image)
-  x = tf.cast(image, tf.float32)
-  if _mean_rank(mean) == 3:
-    offset = tf.cast(params.offset, tf.int32)
-    plane, column = 0, offset[1]
-    if params.flip is not None:
-      # The mirrored window [x, x + c) of the mean is columns [W - x - c, W - x) of its mirror.
-      plane = tf.cast(params.flip, tf.int32)
-      column = tf.where(params.flip, _mean_shape(mean)[1] - offset[1] - crop_size, offset[1])
-    window = tf.slice(_mean_planes(mean), tf.stack([plane, offset[0], column, 0]),
-                      [1, crop_size, crop_size, 3])
-    x = x - tf.reshape(window, [crop_size, crop_size, 3])
-  else:
-    x = subtract_mean(x, mean)
-  shift = _lighting_shift(params.alpha, color_stats)
-  return x if shift is None else add_per_channel(x, shift)
+def _mirror(image: tf.Tensor, flip: Optional[tf.Tensor]) -> tf.Tensor:
+  """image [..., H, W, C] mirrored where the scalar `flip` is true (None: never)."""
+  if flip is None:
+    return image
+  return tf.cond(flip, lambda: flip_left_right(image), lambda: image)
 
 
-def preprocess_for_train(image: tf.Tensor, mean, color_stats: Optional[records.ColorStats],
-                         data_config: config_lib.DataConfig, seed) -> tf.Tensor:
-  """Random training augmentation of one decoded stored image.
+def train_crop(image: tf.Tensor, data_config: config_lib.DataConfig, seed,
+               mean=None) -> Tuple[tf.Tensor, TrainParams]:
+  """The integer stage of training (pad == 0) for one decoded stored image.
 
-  pad == 0: random crop_size window, minus the mean cropped alike, mirror, lighting.
-  pad > 0: minus the whole mean, zero padding of `pad`, random window, mirror, lighting.
+  Draws the window, mirror and lighting alphas from `seed` (`sample_train_params`), cuts the
+  window and mirrors it; the float stage is `finish_train_batch`.
 
   Args:
     image: uint8 [H, W, 3], a decoded stored image.
-    mean: None, [3] or [H, W, 3] (see the module docstring).
-    color_stats: the training-set statistics for PCA lighting (None if it is disabled).
-    data_config: crop_size, pad, random_flip, pca_lighting_std.
-    seed: int [2]; the same seed gives the same window, mirror and lighting.
+    data_config: crop_size, random_flip, pca_lighting_std; pad must be 0.
+    seed: int [2].
+    mean: only its size matters: a per-pixel mean [H, W, 3] must have the image's size.
 
   Returns:
-    float32 [crop_size, crop_size, 3].
+    (uint8 [crop, crop, 3], already mirrored where params.flip; TrainParams of scalars:
+    offset int32 [2] in the stored image, flip bool [] or None, alpha float32 [3] or None).
   """
   check_data_config(data_config)
-  crop_size, pad = data_config.crop_size, data_config.pad
+  _check_no_pad(data_config)
+  crop_size = data_config.crop_size
+  image = tf.convert_to_tensor(image)
   height, width = _spatial_size(image)
-  with tf.control_dependencies(_size_checks(height, width, crop_size, mean, pad)):
-    params = sample_train_params(seed, height + 2 * pad, width + 2 * pad, data_config)
-  if pad == 0:
-    return augment_crop(crop(image, params.offset, crop_size), params, mean, color_stats)
-  x = pad_image(subtract_mean(tf.cast(image, tf.float32), mean), pad)
-  x = crop(x, params.offset, crop_size)
-  if params.flip is not None:
-    x = tf.cond(params.flip, lambda: flip_left_right(x), lambda: x)
-  shift = _lighting_shift(params.alpha, color_stats)
-  return x if shift is None else add_per_channel(x, shift)
+  with tf.control_dependencies(_size_checks(height, width, crop_size, mean)):
+    params = sample_train_params(seed, height, width, data_config)
+  return _mirror(crop(image, params.offset, crop_size), params.flip), params
 
 
-def preprocess_encoded_for_train(encoded: tf.Tensor, mean,
-                                 color_stats: Optional[records.ColorStats],
-                                 data_config: config_lib.DataConfig, seed,
-                                 check_sizes: bool = True) -> tf.Tensor:
-  """`preprocess_for_train` (pad == 0) of an encoded stored image, decoding only the crop.
+def decode_train_crop(encoded: tf.Tensor, data_config: config_lib.DataConfig, seed,
+                      mean=None, check_sizes: bool = True) -> Tuple[tf.Tensor, TrainParams]:
+  """`train_crop` of an encoded stored image, decoding only the crop.
 
   For JPEG the window is drawn from the header's size (`tf.io.extract_jpeg_shape`) and
   decoded with the fused `tf.io.decode_and_crop_jpeg` (pixel for pixel a full decode's, see
   `_decode_jpeg_window`); other formats (PNG) are decoded whole and sliced. The random
-  choices are those of `preprocess_for_train` for the same seed, so the result equals
-  `preprocess_for_train(decode_image(encoded), ...)` exactly.
+  choices are those of `train_crop` (and `preprocess_for_train`) for the same seed, so the
+  results equal `train_crop(decode_image(encoded), ...)` exactly.
 
   Args:
+    encoded: string [], a JPEG or PNG file.
+    data_config: crop_size, random_flip, pca_lighting_std; pad must be 0.
+    seed: int [2].
+    mean: only its size matters: a per-pixel mean [H, W, 3] must have the image's size.
     check_sizes: check at run time that the image holds the crop and has the size of a
       per-pixel mean (InvalidArgumentError if not). Pass False only when the sizes are known
       to be right (`DatasetMetadata.image_size` checked beforehand): it saves a few ops per
       image.
 
   Returns:
-    float32 [crop_size, crop_size, 3].
+    (uint8 [crop, crop, 3], mirrored where params.flip; TrainParams of scalars, as
+    `train_crop`).
   """
   check_data_config(data_config)
+  _check_no_pad(data_config)
   crop_size = data_config.crop_size
-  if data_config.pad:
-    raise ValueError(f'decoding only the crop needs DataConfig.pad == 0, got pad='
-                     f'{data_config.pad}; decode whole images and use preprocess_for_train')
   uniform, normal_seed = _draws(seed, ())
   flip, alpha = _flip_and_alpha(uniform, normal_seed, data_config, ())
 
@@ -558,7 +540,161 @@ def preprocess_encoded_for_train(encoded: tf.Tensor, mean,
 
   image, offset = tf.cond(tf.io.is_jpeg(encoded), from_jpeg, from_other)
   image.set_shape([crop_size, crop_size, 3])
-  return augment_crop(image, TrainParams(offset, flip, alpha), mean, color_stats)
+  return _mirror(image, flip), TrainParams(offset, flip, alpha)
+
+
+def _check_no_pad(data_config: config_lib.DataConfig) -> None:
+  if data_config.pad:
+    raise ValueError(f'cutting the crop per image needs DataConfig.pad == 0, got pad='
+                     f'{data_config.pad}; padded images are augmented whole '
+                     f'(preprocess_for_train, augment_batch)')
+
+
+def _mean_windows(mean, offsets, flips, crop_size: int, batch_size: Optional[int]) -> tf.Tensor:
+  """The per-pixel mean [H, W, 3] cut at each image's window, mirrored like the image.
+
+  Args:
+    offsets: int32 [batch, 2] window corners (y, x) in the stored image.
+    flips: bool [batch], or None for no mirroring.
+    batch_size: the static batch size, or None.
+
+  Returns:
+    float32 [batch, crop, crop, 3].
+  """
+  offsets = tf.cast(offsets, tf.int32)
+  rows, columns = offsets[:, 0], offsets[:, 1]
+  if flips is None:
+    planes = _mean_tensor(mean)[tf.newaxis]
+    plane = tf.zeros_like(rows)
+  else:
+    planes = _mean_planes(mean)
+    plane = tf.cast(flips, tf.int32)
+    # The mirrored window [x, x + c) of the mean is columns [W - x - c, W - x) of its mirror.
+    columns = tf.where(flips, _mean_shape(mean)[1] - columns - crop_size, columns)
+  begins = tf.stack([plane, rows, columns, tf.zeros_like(rows)], axis=1)  # [batch, 4]
+  size = [1, crop_size, crop_size, 3]
+  if batch_size:
+    # One slice per image copies whole window rows; with the two batched gathers of
+    # `crop_flip_batch` (the column gather copies 3 floats per index) the whole float stage
+    # of 128 227x227 crops ran 2.3x slower.
+    return tf.concat([tf.slice(planes, begin, size)
+                      for begin in tf.unstack(begins, num=batch_size)], axis=0)
+  return tf.map_fn(lambda begin: tf.slice(planes, begin, size)[0], begins,
+                   fn_output_signature=tf.float32)
+
+
+def finish_train_batch(crops: tf.Tensor, params: TrainParams, mean,
+                       color_stats: Optional[records.ColorStats]) -> tf.Tensor:
+  """The float stage of training (pad == 0) for a batch of crops from `train_crop` or
+  `decode_train_crop`: float32, minus the mean cut at each image's window (and mirrored like
+  it), plus each image's PCA lighting shift.
+
+  Meant to run where the net runs (a GPU; on a CPU inside the training step), not per
+  image in tf.data: its output has 4x the bytes of the uint8 crops.
+
+  Args:
+    crops: uint8 [batch, crop, crop, 3] (static crop size), already mirrored where
+      params.flip.
+    params: TrainParams with a batch dimension: offset int32 [batch, 2] (the window corners
+      in the stored image), flip bool [batch] or None, alpha float32 [batch, 3] or None.
+    mean: None, [3] or [H, W, 3] of the stored size (see the module docstring).
+    color_stats: the training-set statistics for PCA lighting (None if it is disabled).
+
+  Returns:
+    float32 [batch, crop, crop, 3]; for every image exactly what cropping the stored image
+    and the mean identically, subtracting, mirroring and adding the lighting shift gives
+    (up to float rounding of the shift).
+  """
+  crops = tf.convert_to_tensor(crops)
+  shape = crops.shape
+  if (shape.rank != 4 or not shape[1:].is_fully_defined() or shape[1] != shape[2] or
+      shape[3] != 3):
+    raise ValueError(f'crops must be [batch, crop, crop, 3] with a static crop size, got '
+                     f'{shape}')
+  x = tf.cast(crops, tf.float32)
+  if _mean_rank(mean) == 3:
+    x = x - _mean_windows(mean, params.offset, params.flip, shape[1], shape[0])
+  else:
+    x = subtract_mean(x, mean)
+  shift = _lighting_shift(params.alpha, color_stats)
+  return x if shift is None else add_per_channel(x, shift)
+
+
+def _finish_one(image: tf.Tensor, params: TrainParams, mean,
+                color_stats: Optional[records.ColorStats]) -> tf.Tensor:
+  """`finish_train_batch` of one crop [crop, crop, 3] with scalar params."""
+  batched = TrainParams(*[None if p is None else tf.convert_to_tensor(p)[tf.newaxis]
+                          for p in params])
+  return finish_train_batch(image[tf.newaxis], batched, mean, color_stats)[0]
+
+
+def augment_crop(image: tf.Tensor, params: TrainParams, mean,
+                 color_stats: Optional[records.ColorStats]) -> tf.Tensor:
+  """The augmentation of training (pad == 0) for a window already cut from the stored image.
+
+  uint8 crop [crop, crop, 3] at params.offset of the stored image -> mirrored if
+  params.flip -> `finish_train_batch` (float32, minus the mean cropped to the same window and
+  mirrored alike, plus the PCA lighting shift for params.alpha).
+
+  Args:
+    params: TrainParams of scalars: offset [2], flip [] or None, alpha [3] or None.
+
+  Returns:
+    float32 [crop, crop, 3].
+  """
+  image = tf.convert_to_tensor(image)
+  return _finish_one(_mirror(image, params.flip), params, mean, color_stats)
+
+
+def preprocess_for_train(image: tf.Tensor, mean, color_stats: Optional[records.ColorStats],
+                         data_config: config_lib.DataConfig, seed) -> tf.Tensor:
+  """Random training augmentation of one decoded stored image.
+
+  pad == 0: random crop_size window, minus the mean cropped alike, mirror, lighting
+  (`train_crop`, then `finish_train_batch` on a batch of one).
+  pad > 0: minus the whole mean, zero padding of `pad`, random window, mirror, lighting.
+
+  Args:
+    image: uint8 [H, W, 3], a decoded stored image.
+    mean: None, [3] or [H, W, 3] (see the module docstring).
+    color_stats: the training-set statistics for PCA lighting (None if it is disabled).
+    data_config: crop_size, pad, random_flip, pca_lighting_std.
+    seed: int [2]; the same seed gives the same window, mirror and lighting.
+
+  Returns:
+    float32 [crop_size, crop_size, 3].
+  """
+  check_data_config(data_config)
+  crop_size, pad = data_config.crop_size, data_config.pad
+  if pad == 0:
+    window, params = train_crop(image, data_config, seed, mean)
+    return _finish_one(window, params, mean, color_stats)
+  height, width = _spatial_size(image)
+  with tf.control_dependencies(_size_checks(height, width, crop_size, mean, pad)):
+    params = sample_train_params(seed, height + 2 * pad, width + 2 * pad, data_config)
+  x = pad_image(subtract_mean(tf.cast(image, tf.float32), mean), pad)
+  x = _mirror(crop(x, params.offset, crop_size), params.flip)
+  shift = _lighting_shift(params.alpha, color_stats)
+  return x if shift is None else add_per_channel(x, shift)
+
+
+def preprocess_encoded_for_train(encoded: tf.Tensor, mean,
+                                 color_stats: Optional[records.ColorStats],
+                                 data_config: config_lib.DataConfig, seed,
+                                 check_sizes: bool = True) -> tf.Tensor:
+  """`preprocess_for_train` (pad == 0) of an encoded stored image, decoding only the crop.
+
+  `decode_train_crop`, then `finish_train_batch` on a batch of one; the result equals
+  `preprocess_for_train(decode_image(encoded), ...)` for the same seed exactly.
+
+  Args:
+    check_sizes: see `decode_train_crop`.
+
+  Returns:
+    float32 [crop_size, crop_size, 3].
+  """
+  window, params = decode_train_crop(encoded, data_config, seed, mean, check_sizes)
+  return _finish_one(window, params, mean, color_stats)
 
 
 def augment_batch_with(images: tf.Tensor, params: TrainParams, mean,

