@@ -175,9 +175,9 @@ def _learning_rate_fn(train: config_lib.TrainConfig, plan: RunPlan, state):
   if train.schedule == 'plateau':
     return schedule.plateau_variable(state.learning_rate)
   if train.schedule == 'step':
-    return schedule.piecewise(
-        train.learning_rate, [b * plan.steps_per_epoch for b in train.step_boundaries_epochs],
-        train.lr_decay_factor)
+    return schedule.piecewise(train.learning_rate,
+                              schedule.step_boundaries(train, plan.steps_per_epoch),
+                              train.lr_decay_factor)
   raise ValueError(f'unknown schedule {train.schedule!r}; use "plateau" or "step"')
 
 
@@ -229,10 +229,15 @@ class _EvaluationListener(tf1.train.CheckpointSaverListener):
     plan = self._plan
     if step > self.state.last_eval_step and (step % plan.eval_every == 0 or
                                              step >= plan.total_steps):
-      self.metrics, self.state = _evaluate_and_update(*self._args, self.state, step)
+      train = self._args[0].train
+      rate = (self.state.learning_rate if self._plateau else
+              schedule.step_rate(train, plan.steps_per_epoch, step))
+      self.metrics, self.state = _evaluate_and_update(*self._args, self.state, step, rate)
 
 
-def _evaluate_and_update(config, metadata, data_dir, model_dir, state, step):
+def _evaluate_and_update(config, metadata, data_dir, model_dir, state, step, learning_rate):
+  """Evaluates checkpoint `step`, records it (trained at `learning_rate`), keeps the best and
+  returns the metrics and the plateau state after it."""
   estimator = make_estimator(config, metadata, model_dir)
   start = time.time()
 
@@ -251,7 +256,7 @@ def _evaluate_and_update(config, metadata, data_dir, model_dir, state, step):
              config.train.plateau_patience, state.learning_rate, new_state.learning_rate)
   schedule.save_state(model_dir, new_state)
   record = dict(step=step, time=time.time(), eval_seconds=time.time() - start,
-                learning_rate=state.learning_rate, **metrics)
+                learning_rate=learning_rate, **metrics)
   with open(os.path.join(model_dir, HISTORY_FILE), 'a', encoding='utf-8') as f:
     f.write(json.dumps(record) + '\n')
   log.info('step %d: validation top-1 %.4f, top-5 %.4f, loss %.4f (best top-1 %.4f at step %s)',

@@ -9,7 +9,7 @@ it had; in the training graph the rate is a variable that the run loop sets afte
 import dataclasses
 import json
 import os
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import tensorflow as tf
 
@@ -102,6 +102,18 @@ class RateSetter:
 
   def set(self, session, learning_rate: float) -> None:
     session.run(self._assign, {self._value: learning_rate})
+
+
+def step_boundaries(config: TrainConfig, steps_per_epoch: int) -> List[int]:
+  """The global steps after which the fixed schedule divides the rate."""
+  return [round(b * steps_per_epoch) for b in config.step_boundaries_epochs]
+
+
+def step_rate(config: TrainConfig, steps_per_epoch: int, step: int) -> float:
+  """The fixed schedule's rate that trained the step reaching global step `step` (as
+  `piecewise` computes it in the graph from the global step before the update)."""
+  decays = sum(step - 1 > b for b in step_boundaries(config, steps_per_epoch))
+  return config.learning_rate * config.lr_decay_factor ** decays
 
 
 def piecewise(learning_rate: float, boundaries_steps: Sequence[int],

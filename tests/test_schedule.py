@@ -86,3 +86,16 @@ def test_rate_setter_needs_the_plateau_variable():
   with tf.Graph().as_default():
     with pytest.raises(ValueError, match='plateau_variable'):
       schedule.RateSetter().prepare()
+
+
+def test_step_rate_matches_the_graph_schedule():
+  config = TrainConfig(learning_rate=0.01, lr_decay_factor=0.1, step_boundaries_epochs=(1.0, 2.0))
+  boundaries = schedule.step_boundaries(config, steps_per_epoch=10)
+  assert boundaries == [10, 20]
+  with tf.Graph().as_default():
+    step = tf.compat.v1.placeholder(tf.int64, [])
+    rate = schedule.piecewise(0.01, boundaries, 0.1)(step)
+    with tf.compat.v1.Session() as sess:
+      # The step that reaches global step s runs with the rate of global step s - 1.
+      for s in (1, 10, 11, 12, 20, 21, 22, 100):
+        assert schedule.step_rate(config, 10, s) == pytest.approx(sess.run(rate, {step: s - 1}))

@@ -2,9 +2,10 @@
 
   python tools/plot_curve.py checkpoints/cifar10 --output docs/cifar10_curve.png
 
-Reads MODEL_DIR/history.jsonl (one line per evaluation, written by the training loop) and
-MODEL_DIR/run_started (optional, the run's start time); uses Pillow only, so it needs nothing
-beyond the project's dependencies.
+Reads MODEL_DIR/history.jsonl (one line per evaluation, written by the training loop); minute 0
+is --start-time (epoch seconds, e.g. `date +%s` taken when the run was started) or else one
+evaluation interval before the first evaluation. Uses Pillow only, so it needs nothing beyond
+the project's dependencies.
 """
 
 import argparse
