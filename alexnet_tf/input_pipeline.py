@@ -4,12 +4,17 @@
 Estimator, usable eagerly and from `tf.compat.v1` graphs:
 
   training, pad == 0 (ImageNet)   shard files shuffled and read interleaved -> shuffle of the
-                                  serialized examples -> repeat -> per example, integers
-                                  only: draw window, flip, lighting alphas; decode only the
-                                  window (fused decode_and_crop_jpeg); mirror the uint8 crop
-                                  (`preprocessing.decode_train_crop`; with cache_decoded the
-                                  cached images are cut by `train_crop`) -> batch of uint8
-                                  crops + params -> [float stage] -> prefetch
+                                  serialized examples -> repeat -> zipped with the random
+                                  choices (window, flip, lighting alphas), drawn for blocks
+                                  of PLAN_BLOCK images (`crop_plans`) -> per example,
+                                  integers only: decode only the window (fused
+                                  decode_and_crop_jpeg), mirror the uint8 crop
+                                  (`preprocessing.decode_planned_crop`; with cache_decoded
+                                  the cached images are cut by `train_crop_with`) -> batch
+                                  of uint8 crops + params -> [float stage] -> prefetch.
+                                  Stored images of unknown size (no
+                                  DatasetMetadata.image_size) draw per example from their
+                                  own size (`decode_train_crop`, `train_crop`).
   training, pad > 0 (CIFAR-10)    ... -> decode (kept in memory with cache_decoded) -> shuffle
                                   -> repeat -> batch of uint8 images -> the augmentation on the
                                   whole batch (`preprocessing.augment_batch`) -> prefetch
@@ -40,8 +45,9 @@ Without a GPU the float stage is moved, not saved: on the 2-core development mac
 training step spends ~0.4 ms of CPU per 227x227 image on it, where tf.data spent ~0.3 ms
 (`benchmarks/bench_input_pipeline.py` measures both).
 
-Randomness: every example (or, for whole-batch augmentation, every batch) gets the stateless
-seed (seed, n), where n counts what the pipeline has produced over all epochs, so a seeded
+Randomness: every block of PLAN_BLOCK examples (stored size known, pad == 0), every
+example (size unknown) or every batch (whole-batch augmentation) gets the stateless seed
+(seed, n), where n counts what the pipeline has produced over all epochs, so a seeded
 pipeline gives the same batches every time regardless of the parallelism; unseeded pipelines
 draw a random `seed` and let the parallel stages deliver out of order for speed. A caller
 that rebuilds the pipeline after every evaluation must change the seed each time, or it
@@ -318,6 +324,12 @@ def _training_dataset(files, metadata, mean, color_stats, data_config, batch_siz
       image, label = example
       return {IMAGE: preprocessing.preprocess_for_train(image, mean, color_stats, data_config,
                                                         example_seed(n))}, label
+  elif stored_size is not None:
+    # The random choices come drawn for blocks of images and are zipped with the examples,
+    # so the per-image map is left with parsing, the decode and the mirror: drawing them per
+    # image took a dozen small ops (~100 us of CPU per image, a sixth of the decode).
+    return _planned_training_dataset(dataset, seed, stored_size, mean, data_config,
+                                     batch_size, decode_first, deterministic, drop_remainder)
   elif decode_first:
     def preprocess(n, example):
       image, label = example
@@ -325,14 +337,70 @@ def _training_dataset(files, metadata, mean, color_stats, data_config, batch_siz
       return _deferred_features(crop, params), label
   else:
     def preprocess(n, serialized):
+      # Stored images of different sizes: each image's choices depend on its size.
       encoded, label = parse_example(serialized)
-      # With the stored size known, the sizes were checked above, once for all images.
       crop, params = preprocessing.decode_train_crop(encoded, data_config, example_seed(n),
-                                                     mean, check_sizes=stored_size is None)
+                                                     mean)
       return _deferred_features(crop, params), label
 
   dataset = dataset.enumerate().map(preprocess, num_parallel_calls=AUTOTUNE,
                                     deterministic=deterministic)
+  return dataset.batch(batch_size, drop_remainder=drop_remainder)
+
+
+# Images per draw of the random training choices (`crop_plans`).
+PLAN_BLOCK = 256
+
+
+def crop_plans(seed: int, stored_size, data_config: config_lib.DataConfig,
+               mean=None) -> tf.data.Dataset:
+  """The endless per-image random choices of training (pad == 0) for images of stored_size.
+
+  Block k of PLAN_BLOCK images is drawn at once from the stateless seed (seed, k)
+  (`preprocessing.plan_train_crops`) and unbatched: element n holds image n's choices.
+
+  Returns:
+    A dataset of dicts: 'crop_offset' int32 [2], 'flip' bool [] (if random_flip),
+    'lighting_alpha' float32 [3] (if pca_lighting_std > 0), 'jpeg_window' int32 [4],
+    'jpeg_begin' int32 [3].
+  """
+  def plan_block(k):
+    plan = preprocessing.plan_train_crops(tf.stack([tf.constant(seed, tf.int64), k]),
+                                          stored_size, data_config, PLAN_BLOCK, mean)
+    features = _deferred_features(None, plan.params)
+    del features[IMAGE]
+    features.update(jpeg_window=plan.jpeg_window, jpeg_begin=plan.jpeg_begin)
+    return features
+
+  blocks = tf.data.Dataset.range(np.iinfo(np.int64).max).map(plan_block)
+  return blocks.unbatch()
+
+
+def _plan_of(features) -> preprocessing.CropPlan:
+  """A `crop_plans` element as the CropPlan it came from."""
+  params = preprocessing.TrainParams(features[CROP_OFFSET], features.get(FLIP),
+                                     features.get(LIGHTING_ALPHA))
+  return preprocessing.CropPlan(params, features['jpeg_window'], features['jpeg_begin'])
+
+
+def _planned_training_dataset(dataset, seed, stored_size, mean, data_config, batch_size,
+                              decode_first, deterministic, drop_remainder) -> tf.data.Dataset:
+  """Examples (serialized, or decoded (image, label)) zipped with their `crop_plans` ->
+  the deferred form, batched."""
+  crop_size = data_config.crop_size
+
+  def preprocess(example, plan_features):
+    plan = _plan_of(plan_features)
+    if decode_first:
+      image, label = example
+      crop = preprocessing.train_crop_with(image, plan.params, crop_size)
+    else:
+      encoded, label = parse_example(example)
+      crop = preprocessing.decode_planned_crop(encoded, plan, crop_size)
+    return _deferred_features(crop, plan.params), label
+
+  dataset = tf.data.Dataset.zip((dataset, crop_plans(seed, stored_size, data_config, mean)))
+  dataset = dataset.map(preprocess, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
   return dataset.batch(batch_size, drop_remainder=drop_remainder)
 
 

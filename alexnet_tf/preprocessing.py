@@ -13,10 +13,14 @@ afterwards (the paper trained on raw values minus the mean image). `mean` argume
 as NumPy arrays (folded into the graph as constants) or float32 tensors.
 
 Training, pad == 0 (ImageNet), in two stages:
-  - per image, integers only (`decode_train_crop`; `train_crop` for a decoded image): draw the
-    window, mirror and lighting alphas from the seed, decode only the crop_size window of the
-    stored JPEG (fused decode_and_crop_jpeg), mirror the uint8 crop; returns the uint8 crop
-    and its TrainParams (window corner, flip, alphas);
+  - per image, integers only: the window, mirror and lighting alphas (TrainParams), then
+    decode only the crop_size window of the stored JPEG (fused decode_and_crop_jpeg) and
+    mirror the uint8 crop. With the stored size known (converter output), the choices of a
+    block of images are drawn at once (`plan_train_crops`, with the JPEG decode windows) and
+    each image only decodes its planned window (`decode_planned_crop`; `train_crop_with` for
+    a decoded image); otherwise each image draws its own from its seed and its size
+    (`decode_train_crop`; `train_crop` for a decoded image). Either way: the uint8 crop and
+    its TrainParams (window corner, flip, alphas);
   - per batch, float (`finish_train_batch`): float32, minus the mean cut at each image's
     window (mirrored alike), plus each image's PCA lighting shift. It belongs where the net
     runs (on a GPU; inside the training step on a CPU): the float32 crops have 4x the bytes
@@ -38,8 +42,12 @@ Speed notes (the training input runs the integer stage per image, on the CPU):
   - The mean windows of a batch are one slice per image of [mean, mirrored mean]: a slice
     copies whole rows, while a batched gather over columns copies 3 floats per index (the
     whole float stage of 128 227x227 crops ran 2.3x slower with gathers).
-  - Every op in a tf.data function costs microseconds of overhead, so the random numbers of
-    an image come from one uniform and one normal draw.
+  - Every op in a tf.data function costs microseconds of overhead: drawing an image's
+    choices per image (uniform, fold_in, normal, the JPEG header's size, the offset and
+    window arithmetic) cost ~100 us of CPU per 227x227 crop, a sixth of the decode, where
+    `plan_train_crops` draws a block of 256 images in a few ops. The mirror stays per image
+    (a cond and a reverse of the uint8 crop, not measurable there): mirroring the batch in
+    the float stage instead measured ~150 us per image.
 """
 
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
@@ -374,19 +382,43 @@ def decode_image(encoded: tf.Tensor) -> tf.Tensor:
   return image
 
 
-def _decode_jpeg_window(encoded: tf.Tensor, offset, crop_size: int, width) -> tf.Tensor:
-  """`tf.io.decode_and_crop_jpeg` of the window, with exactly the pixels of a full decode.
+def jpeg_crop_window(offset, crop_size: int, width) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Where `tf.io.decode_and_crop_jpeg` must decode a crop to get a full decode's pixels.
 
   With subsampled chroma (4:2:0, the JPEG default) libjpeg upsamples a partial decode as if
   the image ended at the decoded region, so window columns on a 16-pixel boundary would
   differ from a full decode by up to ~30 levels. Decoding one more column on each side
   (where the image has one) gives every window column its real neighbours.
+
+  Args:
+    offset: int32 [..., 2], the (y, x) corners of crop_size windows.
+    width: the image width, an int or an int32 tensor broadcastable to [...].
+
+  Returns:
+    (int32 [..., 4]: the crop_window (y, x, height, width) to decode, int32 [..., 3]: the
+    begin (0, left, 0) of the crop in the decoded region, for `tf.slice`).
   """
-  left = tf.minimum(offset[1], 1)
-  right = tf.minimum(width - offset[1] - crop_size, 1)
-  window = tf.stack([offset[0], offset[1] - left, crop_size, crop_size + left + right])
+  offset = tf.cast(offset, tf.int32)
+  y, x = offset[..., 0], offset[..., 1]
+  left = tf.minimum(x, 1)
+  right = tf.minimum(width - x - crop_size, 1)
+  window = tf.stack([y, x - left, tf.fill(tf.shape(y), crop_size),
+                     crop_size + left + right], axis=-1)
+  zeros = tf.zeros_like(left)
+  return window, tf.stack([zeros, left, zeros], axis=-1)
+
+
+def _decode_jpeg_window(encoded: tf.Tensor, offset, crop_size: int, width) -> tf.Tensor:
+  """`tf.io.decode_and_crop_jpeg` of the window, with exactly the pixels of a full decode
+  (see `jpeg_crop_window`)."""
+  window, begin = jpeg_crop_window(offset, crop_size, width)
+  return _decode_jpeg_at(encoded, window, begin, crop_size)
+
+
+def _decode_jpeg_at(encoded: tf.Tensor, window, begin, crop_size: int) -> tf.Tensor:
+  """The crop from a `jpeg_crop_window` (window [4], begin [3]): uint8 [crop, crop, 3]."""
   wider = tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
-  return wider[:, left:left + crop_size]
+  return tf.slice(wider, begin, [crop_size, crop_size, 3])
 
 
 def decode_crop(encoded: tf.Tensor, offset, crop_size: int) -> tf.Tensor:
@@ -489,7 +521,13 @@ def train_crop(image: tf.Tensor, data_config: config_lib.DataConfig, seed,
   height, width = _spatial_size(image)
   with tf.control_dependencies(_size_checks(height, width, crop_size, mean)):
     params = sample_train_params(seed, height, width, data_config)
-  return _mirror(crop(image, params.offset, crop_size), params.flip), params
+  return train_crop_with(image, params, crop_size), params
+
+
+def train_crop_with(image: tf.Tensor, params: TrainParams, crop_size: int) -> tf.Tensor:
+  """The window of uint8 image [H, W, 3] at params.offset, mirrored where params.flip (scalar
+  params): uint8 [crop, crop, 3]."""
+  return _mirror(crop(image, params.offset, crop_size), params.flip)
 
 
 def decode_train_crop(encoded: tf.Tensor, data_config: config_lib.DataConfig, seed,
@@ -541,6 +579,72 @@ def decode_train_crop(encoded: tf.Tensor, data_config: config_lib.DataConfig, se
   image, offset = tf.cond(tf.io.is_jpeg(encoded), from_jpeg, from_other)
   image.set_shape([crop_size, crop_size, 3])
   return _mirror(image, flip), TrainParams(offset, flip, alpha)
+
+
+class CropPlan(NamedTuple):
+  """The random choices of images of a known stored size, with where to decode their crops
+  (`plan_train_crops`); one image's, or with batch dimensions a batch's."""
+  params: TrainParams  # offset int32 [..., 2], flip bool [...] or None, alpha [..., 3] or None
+  jpeg_window: tf.Tensor  # int32 [..., 4]: `jpeg_crop_window`'s region to decode
+  jpeg_begin: tf.Tensor  # int32 [..., 3]: the crop's corner in that region
+
+
+def plan_train_crops(seed, stored_size: Tuple[int, int], data_config: config_lib.DataConfig,
+                     count: int, mean=None) -> CropPlan:
+  """The training choices of `count` images of the stored size, drawn together from one seed.
+
+  The same distribution as `decode_train_crop` draws per image (uniform window positions,
+  mirror with p = 1/2, alpha ~ N(0, pca_lighting_std)), but a handful of ops for all
+  `count` images instead of a dozen per image in the tf.data map (`sample_train_params`
+  with a batch dimension, plus the JPEG decode windows for the known width). The sizes are
+  checked here, once: ValueError if the stored images cannot hold the crop or differ from a
+  per-pixel mean.
+
+  Args:
+    seed: int [2].
+    stored_size: (height, width) of every stored image (`DatasetMetadata.image_size`).
+    data_config: crop_size, random_flip, pca_lighting_std; pad must be 0.
+    count: images planned.
+    mean: only its size matters: a per-pixel mean [H, W, 3] must have the stored size.
+
+  Returns:
+    CropPlan with leading dimension [count]; row i goes to `decode_planned_crop` (or
+    `train_crop_with`) of image i.
+  """
+  check_data_config(data_config)
+  _check_no_pad(data_config)
+  height, width = (int(d) for d in stored_size)
+  crop_size = data_config.crop_size
+  _size_checks(height, width, crop_size, mean)  # ints: raises now, builds no ops
+  params = sample_train_params(seed, height, width, data_config, batch_shape=[count])
+  window, begin = jpeg_crop_window(params.offset, crop_size, width)
+  return CropPlan(params, window, begin)
+
+
+def decode_planned_crop(encoded: tf.Tensor, plan: CropPlan, crop_size: int) -> tf.Tensor:
+  """The integer stage of one encoded stored image for its row of `plan_train_crops`.
+
+  JPEG: the fused decode of plan.jpeg_window, sliced at plan.jpeg_begin (exactly a full
+  decode's pixels, see `jpeg_crop_window`); other formats (PNG): decoded whole and sliced at
+  plan.params.offset. Then mirrored where plan.params.flip. The image must have the stored
+  size the plan was made for (not checked here).
+
+  Args:
+    encoded: string [], a JPEG or PNG file.
+    plan: CropPlan of scalars (one row of a plan).
+
+  Returns:
+    uint8 [crop, crop, 3], equal to `train_crop_with(decode_image(encoded), plan.params,
+    crop_size)`.
+  """
+  # The format is a per-example property (`records.IMAGE_FORMAT`), not one of the dataset,
+  # so it is looked at per image; the cond measured a few microseconds per image.
+  image = tf.cond(tf.io.is_jpeg(encoded),
+                  lambda: _decode_jpeg_at(encoded, plan.jpeg_window, plan.jpeg_begin,
+                                          crop_size),
+                  lambda: crop(decode_image(encoded), plan.params.offset, crop_size))
+  image.set_shape([crop_size, crop_size, 3])
+  return _mirror(image, plan.params.flip)
 
 
 def _check_no_pad(data_config: config_lib.DataConfig) -> None:

@@ -16,6 +16,7 @@ from PIL import Image
 
 from alexnet_tf import config as config_lib
 from alexnet_tf import input_pipeline
+from alexnet_tf import preprocessing
 from alexnet_tf import records
 
 COUNTS = {records.TRAIN: 30, records.VALIDATION: 13}
@@ -293,3 +294,85 @@ def test_configuration_errors(tmp_path):
     input_pipeline.make_dataset(directory, records.TRAIN, data_config, 4, training=True)
   with pytest.raises(FileNotFoundError, match='no TFRecord shards'):
     input_pipeline.make_dataset(directory, records.TEST, rgb, 4, training=False)
+
+
+def _deferred_batches(directory, data_config, batch_size, seed, limit):
+  ds = input_pipeline.make_dataset(directory, records.TRAIN, data_config, batch_size,
+                                   training=True, seed=seed, defer_float=True)
+  return [({k: v.numpy() for k, v in features.items()}, labels.numpy())
+          for features, labels in ds.take(limit)]
+
+
+def _check_windows(batches, stored, crop):
+  """Each uint8 image of deferred batches is its example's window at crop_offset, mirrored
+  where flip."""
+  for features, labels in batches:
+    for image, label, (y, x), flip in zip(features['image'], labels, features['crop_offset'],
+                                          features['flip']):
+      window = stored[label][y:y + crop, x:x + crop]
+      np.testing.assert_array_equal(image, window[:, ::-1] if flip else window)
+
+
+def test_crop_plans_are_blocks_drawn_from_the_seed():
+  data_config = KINDS['jpeg'][2]
+  block = input_pipeline.PLAN_BLOCK
+  plans = input_pipeline.crop_plans(3, (24, 24), data_config)
+  got = next(iter(plans.skip(block - 2).batch(4)))  # rows across a block boundary
+  for i, n in enumerate(range(block - 2, block + 2)):
+    want = preprocessing.plan_train_crops(tf.constant([3, n // block], tf.int64), (24, 24),
+                                          data_config, block)
+    row = n % block
+    np.testing.assert_array_equal(got['crop_offset'][i], want.params.offset[row])
+    np.testing.assert_array_equal(got['flip'][i], want.params.flip[row])
+    np.testing.assert_array_equal(got['lighting_alpha'][i], want.params.alpha[row])
+    np.testing.assert_array_equal(got['jpeg_window'][i], want.jpeg_window[row])
+    np.testing.assert_array_equal(got['jpeg_begin'][i], want.jpeg_begin[row])
+
+
+def test_training_crops_cover_every_position_uniformly(dataset):
+  kind, directory, data_config, decoded = dataset
+  if data_config.pad:
+    return  # whole-batch augmentation: tested in test_preprocessing
+  batches = _deferred_batches(directory, data_config, 30, seed=8, limit=40)
+  offsets = np.concatenate([f['crop_offset'] for f, _ in batches])
+  positions = 24 - data_config.crop_size + 1
+  for axis in (0, 1):
+    counts = np.bincount(offsets[:, axis], minlength=positions)
+    assert len(counts) == positions
+    assert counts.min() > len(offsets) / positions * 0.8, counts
+    assert counts.max() < len(offsets) / positions * 1.2, counts
+  flips = np.concatenate([f['flip'] for f, _ in batches])
+  assert 0.45 < flips.mean() < 0.55
+  # Exactness on a part of them (all 1200 would be slow).
+  _check_windows(batches[:4], decoded[records.TRAIN], data_config.crop_size)
+  # And the same seed gives the same batches.
+  again = _deferred_batches(directory, data_config, 30, seed=8, limit=4)
+  for (a, a_labels), (b, b_labels) in zip(batches[:4], again):
+    np.testing.assert_array_equal(a_labels, b_labels)
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.parametrize('fmt', ['JPEG', 'PNG'])
+def test_stored_images_of_unknown_size_are_drawn_per_image(tmp_path, fmt):
+  # Without DatasetMetadata.image_size the window of each image is drawn from its own size.
+  directory = str(tmp_path)
+  decoded = write_dataset(directory, fmt, 24, with_mean=False)
+  metadata = records.read_metadata(directory)
+  records.write_metadata(directory, dataclasses.replace(metadata, image_size=None))
+  data_config = dataclasses.replace(KINDS['jpeg'][2], subtract_mean='rgb')
+  batches = _deferred_batches(directory, data_config, 6, seed=2, limit=3)
+  _check_windows(batches, decoded[records.TRAIN], data_config.crop_size)
+  again = _deferred_batches(directory, data_config, 6, seed=2, limit=3)
+  for (a, _), (b, _) in zip(batches, again):
+    np.testing.assert_array_equal(a['image'], b['image'])
+  # The float form is the finished deferred form (eager and in tf.data: the per-channel
+  # mean and lighting adds may round differently in the last bit).
+  finish = input_pipeline.make_finish_fn(directory, data_config)
+  floats = input_pipeline.make_dataset(directory, records.TRAIN, data_config, 6,
+                                       training=True, seed=2).take(3)
+  for (features, labels), (want, want_labels) in zip(batches, floats):
+    np.testing.assert_array_equal(labels, want_labels)
+    np.testing.assert_allclose(
+        finish({k: tf.constant(v) for k, v in features.items()})['image'].numpy(),
+        want['image'].numpy(), rtol=0, atol=1e-4)

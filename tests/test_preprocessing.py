@@ -354,6 +354,61 @@ def test_encoded_training_path_equals_decoded_path(mean, color_stats, rng, fmt):
       np.testing.assert_array_equal(x.numpy(), y.numpy())
 
 
+@pytest.mark.parametrize('fmt', ['JPEG', 'PNG'])
+def test_planned_crop_equals_full_decode_then_slice_and_mirror(rng, fmt):
+  # 45x47 with 4:2:0 chroma: every column offset, including the 16-pixel boundaries and the
+  # last position (no extra column on the right), both mirrors.
+  height, width = 45, 47
+  pixels = (rng.random((height, width, 3)) * 255).astype(np.uint8)
+  encoded = tf.constant(encode(pixels, fmt))
+  full = tf.io.decode_image(encoded, channels=3).numpy()
+  offsets = [(0, x) for x in range(width - CROP + 1)] + [(height - CROP, 5), (29, 31), (8, 16)]
+  offset = tf.constant(offsets, tf.int32)
+  window, begin = pp.jpeg_crop_window(offset, CROP, width)  # batched, as plan_train_crops
+  decode = tf.function(lambda plan: pp.decode_planned_crop(encoded, plan, CROP))
+  for i, (y, x) in enumerate(offsets):
+    for flip in (False, True):
+      plan = pp.CropPlan(pp.TrainParams(offset[i], tf.constant(flip), None), window[i],
+                         begin[i])
+      want = full[y:y + CROP, x:x + CROP]
+      np.testing.assert_array_equal(decode(plan).numpy(), want[:, ::-1] if flip else want,
+                                    err_msg=f'window at {(y, x)}, flip {flip}')
+
+
+def test_plans_are_uniform_and_a_function_of_the_seed(mean):
+  size = (SIZE, SIZE + 3)
+  plan = pp.plan_train_crops(seed(0), size, DATA, 4000)
+  offsets = plan.params.offset.numpy()
+  assert offsets.shape == (4000, 2)
+  # Every position 0..size - crop along both axes, each about equally often.
+  for axis in (0, 1):
+    positions = size[axis] - CROP + 1
+    counts = np.bincount(offsets[:, axis], minlength=positions)
+    assert len(counts) == positions
+    assert counts.min() > 4000 / positions * 0.8 and counts.max() < 4000 / positions * 1.2
+  assert 0.45 < plan.params.flip.numpy().mean() < 0.55
+  np.testing.assert_allclose(plan.params.alpha.numpy().std(0), DATA.pca_lighting_std,
+                             rtol=0.1)
+  # The JPEG windows hold the crop plus one column each side where the image has one.
+  window, begin = plan.jpeg_window.numpy(), plan.jpeg_begin.numpy()
+  y, x = offsets[:, 0], offsets[:, 1]
+  np.testing.assert_array_equal(window[:, 0], y)
+  np.testing.assert_array_equal(window[:, 1] + begin[:, 1], x)
+  np.testing.assert_array_equal(begin[:, 1], np.minimum(x, 1))
+  np.testing.assert_array_equal(window[:, 1] + window[:, 3],
+                                np.minimum(x + CROP + 1, size[1]))
+  assert (window[:, 2] == CROP).all() and (begin[:, [0, 2]] == 0).all()
+  again = pp.plan_train_crops(seed(0), size, DATA, 4000)
+  other = pp.plan_train_crops(seed(1), size, DATA, 4000)
+  for x, y in zip(tf.nest.flatten(plan), tf.nest.flatten(again)):
+    np.testing.assert_array_equal(x, y)
+  assert not np.array_equal(offsets, other.params.offset.numpy())
+  with pytest.raises(ValueError, match='smaller than the crop size'):
+    pp.plan_train_crops(seed(0), (12, 30), DATA, 8)
+  with pytest.raises(ValueError, match='per-pixel mean'):
+    pp.plan_train_crops(seed(0), size, DATA, 8, mean)
+
+
 def test_too_small_images_fail_clearly(mean):
   encoded = tf.constant(encode(np.zeros((12, 30, 3), np.uint8), 'JPEG'))
   with pytest.raises(tf.errors.InvalidArgumentError, match='smaller than the crop size'):
