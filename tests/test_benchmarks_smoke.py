@@ -62,7 +62,7 @@ def test_bench_train_smoke(work_dir, tmp_path):
 def test_bench_serving_smoke(work_dir, tmp_path):
   results = run_smoke(bench_serving, work_dir, tmp_path)
   net = results['nets']['cifar10']
-  for case in ('savedmodel_jpeg', 'savedmodel_float', 'bare_forward'):
+  for case in ('savedmodel_session_jpeg', 'savedmodel_jpeg', 'savedmodel_float', 'bare_forward'):
     assert positive(net[case]['batch1']['median_ms'])
     assert positive(net[case]['batch_images_per_sec'])
   assert positive(net['latency_ratio_jpeg_vs_bare'])
