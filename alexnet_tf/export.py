@@ -47,15 +47,29 @@ def serving_input_receiver_fn(config: Config, metadata: records.DatasetMetadata,
     raise ValueError(f'{metadata.name}: stored images are {metadata.image_size}; serving '
                      f'resizes to a square stored size')
 
-  def preprocess(encoded):
-    image = (preprocessing.decode_for_serving(encoded, stored) if stored
-             else preprocessing.decode_image(encoded))
-    return preprocessing.preprocess_for_eval(image, mean, config.data)
+  def preprocess(encoded):  # stored size unknown: the whole evaluation input per image
+    return preprocessing.preprocess_for_eval(preprocessing.decode_image(encoded), mean,
+                                             config.data)
+
+  def decode(encoded):  # uint8 [stored, stored, 3], as the converter stores images
+    return preprocessing.decode_for_serving(encoded, stored)
+
+  def batch_of_images(image_bytes):
+    if not stored:
+      return tf.map_fn(preprocess, image_bytes,
+                       fn_output_signature=tf.TensorSpec([crop, crop, 3], tf.float32))
+    # Only decoding is per image; a single image (the latency case) skips map_fn's loop.
+    stored_images = tf.cond(
+        tf.equal(tf.size(image_bytes), 1),
+        lambda: decode(image_bytes[0])[tf.newaxis],
+        lambda: tf.map_fn(decode, image_bytes,
+                          fn_output_signature=tf.TensorSpec([stored, stored, 3], tf.uint8)))
+    stored_images.set_shape([None, stored, stored, 3])
+    return preprocessing.centre_crop_batch_for_eval(stored_images, mean, config.data)
 
   def receiver_fn():
     image_bytes = tf1.placeholder(tf.string, [None], name=IMAGE_BYTES)
-    images = tf.map_fn(preprocess, image_bytes,
-                       fn_output_signature=tf.TensorSpec([crop, crop, 3], tf.float32))
+    images = batch_of_images(image_bytes)
     # Feedable directly: the float signature enters here, after the preprocessing.
     images = tf1.placeholder_with_default(images, [None, crop, crop, 3], name=FLOAT_IMAGES)
     return tf.estimator.export.ServingInputReceiver(

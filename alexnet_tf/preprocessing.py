@@ -850,6 +850,31 @@ def augment_batch(images: tf.Tensor, mean, color_stats: Optional[records.ColorSt
 # Evaluation and serving
 
 
+def centre_crop_batch_for_eval(images: tf.Tensor, mean,
+                               data_config: config_lib.DataConfig) -> tf.Tensor:
+  """`preprocess_for_eval` (centre crop) of a whole batch of stored-size images at once.
+
+  Args:
+    images: uint8 [batch, H, W, 3] with H and W known statically.
+    mean: None, [3] or [H, W, 3].
+
+  Returns:
+    float32 [batch, crop, crop, 3], equal to stacking `preprocess_for_eval` of each image;
+    a few ops per batch instead of per image (the serving receiver's batch-1 latency).
+  """
+  check_data_config(data_config)
+  crop_size, pad = data_config.crop_size, data_config.pad
+  height, width = images.shape[1], images.shape[2]
+  if height is None or width is None:
+    raise ValueError(f'centre_crop_batch_for_eval needs a static image size, got {images.shape}')
+  if min(height, width) + 2 * pad < crop_size:
+    raise ValueError(f'images of {height}x{width} (padded by {pad}) are smaller than the '
+                     f'{crop_size}x{crop_size} crop')
+  x = pad_image(subtract_mean(tf.cast(images, tf.float32), mean), pad)
+  top, left = central_crop_offset(height + 2 * pad, width + 2 * pad, crop_size)
+  return x[:, top:top + crop_size, left:left + crop_size, :]
+
+
 def preprocess_for_eval(image: tf.Tensor, mean, data_config: config_lib.DataConfig,
                         ten_crop: bool = False) -> tf.Tensor:
   """The test-time input of one stored-size image (also the serving receiver's).

@@ -458,6 +458,24 @@ def test_preprocess_for_eval_centre_and_ten_crops(image, mean, pad):
   np.testing.assert_array_equal(crops[0], centre)
 
 
+@pytest.mark.parametrize('pad', [0, 2])
+@pytest.mark.parametrize('mean_kind', ['pixel', 'rgb', 'none'])
+def test_centre_crop_batch_equals_per_image_eval(image, mean, pad, mean_kind):
+  data = dataclasses.replace(DATA, pad=pad)
+  means = {'pixel': mean, 'rgb': mean.mean(axis=(0, 1)), 'none': None}
+  batch = np.stack([image, image[::-1], 255 - image])
+  got = pp.centre_crop_batch_for_eval(tf.constant(batch), means[mean_kind], data).numpy()
+  assert got.shape == (3, CROP, CROP, 3)
+  for i in range(3):
+    want = pp.preprocess_for_eval(tf.constant(batch[i]), means[mean_kind], data).numpy()
+    np.testing.assert_array_equal(got[i], want)
+
+
+def test_centre_crop_batch_rejects_images_smaller_than_the_crop(mean):
+  with pytest.raises(ValueError, match='smaller than'):
+    pp.centre_crop_batch_for_eval(tf.zeros([1, CROP - 1, CROP - 1, 3], tf.uint8), None, DATA)
+
+
 def test_graph_mode_gives_the_eager_results(image, mean, color_stats):
   encoded = encode(image, 'JPEG')
   eager = pp.preprocess_encoded_for_train(tf.constant(encoded), mean, color_stats, DATA,
