@@ -274,7 +274,9 @@ def dataset_for(net: str, work_dir: str, num_images: int, cifar_dir: Optional[st
   if net == 'cifar10':
     if cifar_dir and os.path.isfile(os.path.join(cifar_dir, records.METADATA_FILE)):
       return cifar_dir
-    return photo_dataset(work_dir, 'photos32', num_images, resize=32)
+    # A quarter held out, so even the 4-images-per-class smoke set has a validation split
+    # for the product loop's evaluation.
+    return photo_dataset(work_dir, 'photos32', num_images, resize=32, validation_fraction=0.25)
   return photo_dataset(work_dir, f'photos256-{imagenet_classes}classes', num_images,
                        resize=256, validation_fraction=0.25, num_classes=imagenet_classes)
 
