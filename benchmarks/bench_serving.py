@@ -39,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 # pylint: disable=wrong-import-position
 import common  # noqa: E402  (imports alexnet_tf before TensorFlow)
+from summarize import SERVING_LABELS  # noqa: E402  (TensorFlow-free)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -209,14 +210,9 @@ def report(results):
   batch = results['settings']['batch']
   print(f'\n{common.machine_line(results)}')
   rows = []
-  labels = {'savedmodel_session_jpeg': 'SavedModel in a Session (as TF Serving), JPEG bytes',
-            'savedmodel_jpeg': 'SavedModel via tf.saved_model.load, JPEG bytes',
-            'savedmodel_photo_jpeg': 'SavedModel, 512x512 photo JPEG',
-            'savedmodel_float': 'SavedModel, preprocessed floats',
-            'bare_forward': 'bare forward pass (session)'}
   for net, r in results['nets'].items():
     bare = r['bare_forward']['batch1']['median_ms']
-    for key, label in labels.items():
+    for key, label in SERVING_LABELS.items():
       if key in r:
         rows.append([f'{net}: {label}', r[key]['batch1']['median_ms'],
                      r[key]['batch1']['p90_ms'], r[key]['batch1']['median_ms'] / bare,

@@ -53,7 +53,7 @@ def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--batch-size', type=int, default=128)
   parser.add_argument('--warmup', type=int, default=3, help='untimed steps first')
-  parser.add_argument('--steps', type=int, default=12, help='timed steps')
+  parser.add_argument('--steps', type=int, default=20, help='timed steps')
   parser.add_argument('--lrn-impls', default=','.join(dict.fromkeys(['reference', default_impl])),
                       help='LRN implementations of the bare step; the first is the baseline')
   parser.add_argument('--gemm-size', type=int, default=4096)

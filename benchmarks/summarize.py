@@ -68,26 +68,33 @@ def train_tables(results: dict) -> List[str]:
   return lines + verdicts + ['']
 
 
+# The rows of bench_serving's JSON, in table order (also used by bench_serving's report).
+SERVING_LABELS = {
+    'savedmodel_session_jpeg': 'SavedModel in a Session (as TF Serving), JPEG bytes',
+    'savedmodel_jpeg': 'SavedModel via tf.saved_model.load, JPEG bytes',
+    'savedmodel_photo_jpeg': 'SavedModel, 512x512 photo JPEG',
+    'savedmodel_float': 'SavedModel, preprocessed floats',
+    'bare_forward': 'bare forward pass (session)',
+}
+
+
 def serving_tables(results: dict) -> List[str]:
   batch = results['settings']['batch']
   lines = [f'Serving ({_machine(results)}):', '',
            f'| net | path | batch-1 ms (median) | p90 ms | x bare | batch-{batch} images/s |',
            '|---|---|---|---|---|---|']
-  labels = {'savedmodel_jpeg': 'SavedModel, stored-size JPEG bytes',
-            'savedmodel_photo_jpeg': 'SavedModel, 512x512 photo JPEG',
-            'savedmodel_float': 'SavedModel, preprocessed floats',
-            'bare_forward': 'bare forward pass'}
   verdicts = []
   target = results['targets']['latency_ratio_jpeg_vs_bare']
   for net, r in results['nets'].items():
     bare = r['bare_forward']['batch1']['median_ms']
-    for key, label in labels.items():
+    for key, label in SERVING_LABELS.items():
       if key in r:
         b1 = r[key]['batch1']
         lines.append(f'| {net} | {label} | {b1["median_ms"]:.1f} | {b1["p90_ms"]:.1f} | '
                      f'{b1["median_ms"] / bare:.2f} | {r[key]["batch_images_per_sec"]:.0f} |')
     ratio = r['latency_ratio_jpeg_vs_bare']
-    verdicts.append(f'- {net}: batch-1 latency, JPEG in / bare forward = {ratio:.3f}, target '
+    verdicts.append(f'- {net}: batch-1 latency, SavedModel in a Session with JPEG in / bare '
+                    f'forward = {ratio:.3f}, target '
                     f'<= {target}: {_verdict(ratio <= target)}')
   return lines + [''] + verdicts + ['']
 
