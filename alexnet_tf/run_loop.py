@@ -207,6 +207,7 @@ class _EvaluationListener(tf1.train.CheckpointSaverListener):
   """
 
   def __init__(self, config, metadata, data_dir, model_dir, plan):
+    self._config = config
     self._args = (config, metadata, data_dir, model_dir)
     self._plan = plan
     self._plateau = config.train.schedule == 'plateau'
@@ -229,9 +230,8 @@ class _EvaluationListener(tf1.train.CheckpointSaverListener):
     plan = self._plan
     if step > self.state.last_eval_step and (step % plan.eval_every == 0 or
                                              step >= plan.total_steps):
-      train = self._args[0].train
       rate = (self.state.learning_rate if self._plateau else
-              schedule.step_rate(train, plan.steps_per_epoch, step))
+              schedule.step_rate(self._config.train, plan.steps_per_epoch, step))
       self.metrics, self.state = _evaluate_and_update(*self._args, self.state, step, rate)
 
 

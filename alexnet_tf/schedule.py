@@ -3,7 +3,8 @@
 `plateau`: "divide the learning rate by 10 when the validation error rate stopped improving
 with the current learning rate". Its state lives in `schedule_state.json` in the model
 directory, written atomically after each evaluation, so a killed run continues with the rate
-it had; in the training graph the rate is a variable that the run loop sets after a decay. `step`: a fixed piecewise-constant schedule on the global step.
+it had; in the training graph the rate is a variable that the run loop sets after a decay.
+`step`: a fixed piecewise-constant schedule on the global step.
 """
 
 import dataclasses

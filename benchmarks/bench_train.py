@@ -32,6 +32,7 @@ converted real dataset at --cifar-dir when present (else the photos at 32x32).
 """
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -68,9 +69,7 @@ def parse_args(argv=None):
 def product_loop(net: str, data_dir: str, batch_size: int, warmup: int, steps: int,
                  model_dir: str):
   """Images/second of the product's training loop (see the module docstring, (b))."""
-  # pylint: disable=import-outside-toplevel
-  import dataclasses
-  from alexnet_tf import records, run_loop
+  from alexnet_tf import records, run_loop  # pylint: disable=import-outside-toplevel
   config = common.net_config(net, batch_size=batch_size)
   num_train = records.read_metadata(data_dir).counts[records.TRAIN]
   steps_per_epoch = num_train // batch_size
