@@ -33,7 +33,10 @@ def weight_decay_loss(weight_decay: float) -> tf.Tensor:
   weights = [v for v in tf1.trainable_variables() if v.op.name.endswith('/' + WEIGHTS)]
   if not weights:
     raise ValueError('no weight variables found for weight decay')
-  return tf.multiply(weight_decay / 2.0, tf.add_n([tf.reduce_sum(tf.square(w)) for w in weights]),
+  # l2_loss(w) = ||w||^2 / 2 in one reduction, and its gradient is one multiply. The
+  # reduce_sum(square(w)) spelling writes a copy of every weight (fc6's 38M) forward and two
+  # more backward: measured 2-10% of an ImageNet step.
+  return tf.multiply(weight_decay, tf.add_n([tf.nn.l2_loss(w) for w in weights]),
                      name='weight_decay')
 
 

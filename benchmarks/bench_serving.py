@@ -3,7 +3,8 @@
 For each net, a checkpoint of freshly initialised weights (one SGD step by the product's
 Estimator) is exported with `export.export_saved_model` (JPEG/PNG bytes in, the evaluation
 preprocessing in the graph) and loaded with `tf.saved_model.load`. Measured, at batch 1
-(latency: median and 90th percentile of --repeats calls) and at batch --batch (images/s):
+(latency: median and 90th percentile of --repeats calls) and at batch --batch (images/s),
+every case called in turn (`common.time_interleaved`), so all see the same machine load:
 
   SavedModel session      the export loaded into a tf.compat.v1 Session
                            (`saved_model.loader.load`, tag 'serve') and its 'serving_default'
@@ -50,7 +51,7 @@ TARGET_LATENCY_RATIO = 1.1
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--batch', type=int, default=64, help='the throughput batch size')
-  parser.add_argument('--repeats', type=int, default=50, help='timed batch-1 calls')
+  parser.add_argument('--repeats', type=int, default=200, help='timed batch-1 calls per case')
   parser.add_argument('--batch-repeats', type=int, default=5, help='timed large-batch calls')
   parser.add_argument('--no-photo-jpeg', dest='photo_jpeg', action='store_false',
                       help='skip the full-size photo upload')
@@ -168,12 +169,13 @@ def measure_net(net: str, data_dir: str, work_dir: str, batch: int, repeats: int
     cases['bare_forward'] = (lambda: session.run(logits, {images: floats[:1]}),
                              lambda: session.run(logits, {images: floats}))
 
-    for name, (single, batched) in cases.items():
-      result[name] = {
-          'batch1': latency_stats(common.time_calls(single, warmup=5, repeats=repeats)),
-          'batch_images_per_sec': batch / statistics.median(
-              common.time_calls(batched, warmup=1, repeats=batch_repeats)),
-      }
+    singles = common.time_interleaved({name: c[0] for name, c in cases.items()}, warmup=5,
+                                      repeats=repeats)
+    batches = common.time_interleaved({name: c[1] for name, c in cases.items()}, warmup=1,
+                                      repeats=batch_repeats)
+    for name in cases:
+      result[name] = {'batch1': latency_stats(singles[name]),
+                      'batch_images_per_sec': batch / statistics.median(batches[name])}
     session.close()
     bare = result['bare_forward']['batch1']['median_ms']
     result['latency_ratio_jpeg_vs_bare'] = (

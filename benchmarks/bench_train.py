@@ -47,6 +47,9 @@ from alexnet_tf import config as config_lib  # noqa: E402
 TARGET_LOOP_RATIO = 0.95
 TARGET_LRN_SPEEDUP = 1.10
 TARGET_PEAK_GIB = 8.0
+# Timed steps per net: a minute or two each on 2 cores. The machine's speed drifts by 10-15%
+# over tens of seconds, so a window of 20 CIFAR-10 steps (5 s) measures a moment, not a rate.
+DEFAULT_STEPS = {'imagenet': 20, 'cifar10': 300}
 
 
 def parse_args(argv=None):
@@ -54,7 +57,9 @@ def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--batch-size', type=int, default=128)
   parser.add_argument('--warmup', type=int, default=3, help='untimed steps first')
-  parser.add_argument('--steps', type=int, default=20, help='timed steps')
+  parser.add_argument('--steps', type=int,
+                      help='timed steps (default: a minute or two of each net: %s)' % (
+                          ', '.join(f'{k} {v}' for k, v in DEFAULT_STEPS.items())))
   parser.add_argument('--lrn-impls', default=','.join(dict.fromkeys(['reference', default_impl])),
                       help='LRN implementations of the bare step; the first is the baseline')
   parser.add_argument('--gemm-size', type=int, default=4096)
@@ -102,17 +107,18 @@ def bare_step(net: str, lrn_impl: str, batch_size: int, warmup: int, steps: int,
 def run_net(net, data_dir, work_dir, args, impls):
   num_classes = common.records.read_metadata(data_dir).num_classes
   isolate = not args.no_isolate
+  steps = args.steps or DEFAULT_STEPS.get(net, DEFAULT_STEPS['imagenet'])
   result = {'bare': {}, 'flops_per_image': common.flops_per_image(
       common.net_config(net, num_classes=num_classes).model)}
   for impl in impls:
     print(f'{net}: bare step, LRN {impl} ...', flush=True)
     result['bare'][impl] = common.call(bare_step, isolate, net, impl, args.batch_size,
-                                       args.warmup, args.steps, num_classes)
+                                       args.warmup, steps, num_classes)
   print(f'{net}: product training loop ...', flush=True)
   model_dir = tempfile.mkdtemp(prefix=f'bench_train_{net}_', dir=work_dir)
   try:
     result['product'] = common.call(product_loop, isolate, net, data_dir, args.batch_size,
-                                    args.warmup, args.steps, model_dir)
+                                    args.warmup, steps, model_dir)
   finally:
     shutil.rmtree(model_dir, ignore_errors=True)
   default = result['product']['lrn_impl']

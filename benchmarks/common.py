@@ -455,6 +455,26 @@ def time_calls(fn: Callable[[], object], warmup: int, repeats: int) -> List[floa
   return times
 
 
+def time_interleaved(fns: Dict[str, Callable[[], object]], warmup: int,
+                     repeats: int) -> Dict[str, List[float]]:
+  """Like `time_calls` for several functions, called in turn (a, b, c, a, b, c, ...).
+
+  Latencies a few milliseconds long drift with the machine's load from one second to the
+  next; interleaving gives every function the same conditions, so their ratio is not the
+  ratio of two different moments.
+  """
+  for fn in fns.values():
+    for _ in range(warmup):
+      fn()
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - start)
+  return times
+
+
 def gemm_flops(n: int = 4096, repeats: int = 5) -> Dict[str, float]:
   """Measured fp32 GEMM FLOP/s: an n x n by n x n matmul (2 n^3 FLOPs), best of `repeats`.
 

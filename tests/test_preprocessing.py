@@ -458,14 +458,16 @@ def test_preprocess_for_eval_centre_and_ten_crops(image, mean, pad):
   np.testing.assert_array_equal(crops[0], centre)
 
 
-@pytest.mark.parametrize('pad', [0, 2])
+# (crop, pad): inside the image; inside with padding unread; the whole image (CIFAR-10's
+# 32 of 32 + 2 * 4); reaching into the padding.
+@pytest.mark.parametrize('crop,pad', [(CROP, 0), (CROP, 2), (SIZE, 4), (SIZE + 2, 2)])
 @pytest.mark.parametrize('mean_kind', ['pixel', 'rgb', 'none'])
-def test_centre_crop_batch_equals_per_image_eval(image, mean, pad, mean_kind):
-  data = dataclasses.replace(DATA, pad=pad)
+def test_centre_crop_batch_equals_per_image_eval(image, mean, crop, pad, mean_kind):
+  data = dataclasses.replace(DATA, crop_size=crop, pad=pad)
   means = {'pixel': mean, 'rgb': mean.mean(axis=(0, 1)), 'none': None}
   batch = np.stack([image, image[::-1], 255 - image])
   got = pp.centre_crop_batch_for_eval(tf.constant(batch), means[mean_kind], data).numpy()
-  assert got.shape == (3, CROP, CROP, 3)
+  assert got.shape == (3, crop, crop, 3)
   for i in range(3):
     want = pp.preprocess_for_eval(tf.constant(batch[i]), means[mean_kind], data).numpy()
     np.testing.assert_array_equal(got[i], want)
