@@ -45,12 +45,26 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--batch-size', type=int)
   p.add_argument('--learning-rate', type=float, help='initial learning rate')
   p.add_argument('--schedule', choices=('plateau', 'step'))
+  p.add_argument('--decay-epochs', help='the step schedule\'s boundaries: comma-separated '
+                 'epochs after which the rate is divided by 10, e.g. "20,26"')
   p.add_argument('--eval-every', type=float, help='evaluate every this many epochs')
   p.add_argument('--tower-devices', help='comma-separated devices of the towers, e.g. '
                  '"/cpu:0,/cpu:1"; one device builds the single-tower (unsplit) net')
   p.add_argument('--lrn-impl', choices=cfg.LRN_IMPLS)
   p.add_argument('--seed', type=int, help='graph and data seed for a reproducible run')
   return p
+
+
+def parse_decay_epochs(text: str) -> Tuple[float, ...]:
+  """'20,26' -> (20.0, 26.0); positive and increasing, else ValueError naming the flag."""
+  try:
+    epochs = tuple(float(x) for x in text.split(',') if x.strip())
+  except ValueError:
+    raise ValueError(f'--decay-epochs {text!r}: expected comma-separated numbers of epochs, '
+                     f'e.g. "20,26"') from None
+  if not epochs or epochs[0] <= 0 or any(b <= a for a, b in zip(epochs, epochs[1:])):
+    raise ValueError(f'--decay-epochs {text!r}: expected positive, increasing epochs')
+  return epochs
 
 
 def config_from_args(args: argparse.Namespace) -> Tuple[cfg.Config, Paths]:
@@ -60,6 +74,8 @@ def config_from_args(args: argparse.Namespace) -> Tuple[cfg.Config, Paths]:
       ('epochs', args.epochs), ('max_steps', args.max_steps), ('batch_size', args.batch_size),
       ('learning_rate', args.learning_rate), ('schedule', args.schedule),
       ('eval_every_epochs', args.eval_every), ('seed', args.seed)) if value is not None}
+  if args.decay_epochs is not None:
+    train_overrides['step_boundaries_epochs'] = parse_decay_epochs(args.decay_epochs)
   model_overrides = {}
   if args.tower_devices:
     devices = tuple(d.strip() for d in args.tower_devices.split(',') if d.strip())
