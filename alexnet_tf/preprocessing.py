@@ -465,7 +465,7 @@ def resize_to_stored(image: tf.Tensor, size: int) -> tf.Tensor:
         kernel_type='keyscubic', antialias=True)[0]
     return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
 
-  same = tf.logical_and(tf.equal(height, size), tf.equal(width, size))
+  same = tf.reduce_all(tf.equal(shape[:2], size))  # four small ops on every served request
   result = tf.cond(same, lambda: tf.identity(image), resample)
   result.set_shape([size, size, 3])
   return result

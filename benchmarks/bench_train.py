@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 
@@ -42,6 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 # pylint: disable=wrong-import-position
 import common  # noqa: E402  (imports alexnet_tf before TensorFlow)
+from summarize import NO_LRN, bare_label  # noqa: E402  (TensorFlow-free)
 from alexnet_tf import config as config_lib  # noqa: E402
 
 TARGET_LOOP_RATIO = 0.95
@@ -61,7 +63,11 @@ def parse_args(argv=None):
                       help='timed steps (default: a minute or two of each net: %s)' % (
                           ', '.join(f'{k} {v}' for k, v in DEFAULT_STEPS.items())))
   parser.add_argument('--lrn-impls', default=','.join(dict.fromkeys(['reference', default_impl])),
-                      help='LRN implementations of the bare step; the first is the baseline')
+                      help='LRN implementations of the bare step; the first is the baseline; '
+                      f'"{NO_LRN}" times the net without LRN layers (the ceiling)')
+  parser.add_argument('--rounds', type=int, default=1,
+                      help='bare steps of all --lrn-impls in turn this many times; each '
+                      'reports its median round (the VM drifts 10-15%% between minutes)')
   parser.add_argument('--gemm-size', type=int, default=4096)
   common.add_common_args(parser)
   args = parser.parse_args(argv)
@@ -100,20 +106,47 @@ def product_loop(net: str, data_dir: str, batch_size: int, warmup: int, steps: i
 
 def bare_step(net: str, lrn_impl: str, batch_size: int, warmup: int, steps: int,
               num_classes: int):
-  config = common.net_config(net, lrn_impl=lrn_impl, num_classes=num_classes)
-  return common.time_bare_steps(config, batch_size, warmup, steps)
+  if lrn_impl == NO_LRN:
+    config = common.net_config(net, num_classes=num_classes)
+    layers = tuple(dataclasses.replace(l, lrn=False) for l in config.model.conv_layers)
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model,
+                                                                   conv_layers=layers))
+  else:
+    config = common.net_config(net, lrn_impl=lrn_impl, num_classes=num_classes)
+  result = common.time_bare_steps(config, batch_size, warmup, steps)
+  result['lrn_impl'] = lrn_impl
+  return result
+
+
+def bare_steps_in_rounds(net, impls, rounds, isolate, batch_size, warmup, steps, num_classes):
+  """{impl: the measurement of its median round, with every round's images/s} and the
+  per-round speed-ups over impls[0]: rounds interleave the implementations, so each round
+  compares them under the same machine load."""
+  runs = {impl: [] for impl in impls}
+  for r in range(rounds):
+    for impl in impls:
+      print(f'{net}: bare step, LRN {impl} (round {r + 1}/{rounds}) ...', flush=True)
+      runs[impl].append(common.call(bare_step, isolate, net, impl, batch_size, warmup, steps,
+                                    num_classes))
+  bare = {}
+  for impl, measured in runs.items():
+    ordered = sorted(measured, key=lambda m: m['images_per_sec'])
+    bare[impl] = dict(ordered[(len(ordered) - 1) // 2],
+                      rounds_images_per_sec=[m['images_per_sec'] for m in measured])
+  speedups = {impl: [m['images_per_sec'] / b['images_per_sec']
+                     for m, b in zip(runs[impl], runs[impls[0]])] for impl in impls}
+  return bare, speedups
 
 
 def run_net(net, data_dir, work_dir, args, impls):
   num_classes = common.records.read_metadata(data_dir).num_classes
   isolate = not args.no_isolate
   steps = args.steps or DEFAULT_STEPS.get(net, DEFAULT_STEPS['imagenet'])
-  result = {'bare': {}, 'flops_per_image': common.flops_per_image(
+  result = {'flops_per_image': common.flops_per_image(
       common.net_config(net, num_classes=num_classes).model)}
-  for impl in impls:
-    print(f'{net}: bare step, LRN {impl} ...', flush=True)
-    result['bare'][impl] = common.call(bare_step, isolate, net, impl, args.batch_size,
-                                       args.warmup, steps, num_classes)
+  result['bare'], rounds = bare_steps_in_rounds(net, impls, args.rounds, isolate,
+                                                args.batch_size, args.warmup, steps, num_classes)
+  result['lrn_speedup_rounds_vs_' + impls[0]] = rounds
   print(f'{net}: product training loop ...', flush=True)
   model_dir = tempfile.mkdtemp(prefix=f'bench_train_{net}_', dir=work_dir)
   try:
@@ -127,9 +160,9 @@ def run_net(net, data_dir, work_dir, args, impls):
     result['loop_over_bare'] = result['product']['images_per_sec'] / bare['images_per_sec']
     result['achieved_train_flops_per_sec'] = (result['flops_per_image']['train'] *
                                               bare['images_per_sec'])
-  baseline = result['bare'][impls[0]]['images_per_sec']
-  result['lrn_speedup_vs_' + impls[0]] = {
-      impl: r['images_per_sec'] / baseline for impl, r in result['bare'].items()}
+  # The median over rounds of each round's ratio (one round: the plain ratio).
+  result['lrn_speedup_vs_' + impls[0]] = {impl: statistics.median(ratios)
+                                          for impl, ratios in rounds.items()}
   result['peak_rss_gib_training'] = result['product']['peak_rss_gib']
   return result
 
@@ -137,9 +170,12 @@ def run_net(net, data_dir, work_dir, args, impls):
 def main(argv=None):
   args = parse_args(argv)
   impls = [i for i in args.lrn_impls.split(',') if i]
-  unknown = [i for i in impls if i not in config_lib.LRN_IMPLS]
+  known = config_lib.LRN_IMPLS + (NO_LRN,)
+  unknown = [i for i in impls if i not in known]
   if unknown:
-    raise SystemExit(f'unknown LRN implementations {unknown}; choose from {config_lib.LRN_IMPLS}')
+    raise SystemExit(f'unknown LRN implementations {unknown}; choose from {known}')
+  if args.rounds < 1:
+    raise SystemExit(f'--rounds must be >= 1, got {args.rounds}')
   results = common.new_results(
       'bench_train', args, default_lrn_impl=config_lib.IMAGENET_MODEL.lrn_impl,
       targets={'loop_over_bare': TARGET_LOOP_RATIO, 'lrn_speedup': TARGET_LRN_SPEEDUP,
@@ -162,7 +198,7 @@ def report(results, impls):
     for impl in impls:
       bare = r['bare'][impl]
       achieved = flops['train'] * bare['images_per_sec']
-      rows.append([f'{net} bare step, LRN {impl}', bare['images_per_sec'],
+      rows.append([f'{net} {bare_label(impl)}', bare['images_per_sec'],
                    r['lrn_speedup_vs_' + impls[0]][impl], achieved / 1e9, achieved / gemm,
                    bare['peak_rss_gib']])
     product = r['product']
@@ -180,6 +216,10 @@ def report(results, impls):
       line += (f'; product loop / bare step = {ratio:.3f} '
                f'({"meets" if ratio >= TARGET_LOOP_RATIO else "misses"} >= {TARGET_LOOP_RATIO})')
     print(line)
+    for impl, ratios in r['lrn_speedup_rounds_vs_' + impls[0]].items():
+      if impl != impls[0] and len(ratios) > 1:
+        print(f'{net}: {bare_label(impl)} / {impls[0]}, per round: '
+              + ', '.join(f'{x:.3f}' for x in ratios))
 
 
 if __name__ == '__main__':

@@ -2,8 +2,9 @@
 
   python benchmarks/summarize.py [--results benchmarks/results]
 
-Reads train.json, serving.json, eval.json and lrn.json (whichever exist) and prints the tables with
-the machine, date and TF version of each run, and the issue's targets marked met or missed.
+Reads train*.json, serving*.json, eval*.json and lrn*.json (whichever exist, in name order) and
+prints the tables with the machine, date and TF version of each run, and the issue's targets
+marked met or missed.
 """
 
 import argparse
@@ -44,7 +45,8 @@ def train_tables(results: dict) -> List[str]:
     baseline = next(iter(r['bare']))
     for impl, bare in r['bare'].items():
       achieved = train_flops * bare['images_per_sec']
-      lines.append(f'| {net} | (a) bare step, LRN `{impl}` | {bare["images_per_sec"]:.1f} | '
+      label = '(a) ' + bare_label(impl).replace(f'LRN {impl}', f'LRN `{impl}`')
+      lines.append(f'| {net} | {label} | {bare["images_per_sec"]:.1f} | '
                    f'{achieved / 1e9:.1f} | {achieved / gemm:.0%} | {bare["peak_rss_gib"]:.2f} |')
     product = r['product']
     lines.append(f'| {net} | (b) product loop, LRN `{product["lrn_impl"]}` | '
@@ -53,8 +55,15 @@ def train_tables(results: dict) -> List[str]:
     if ratio is not None:
       verdicts.append(f'- {net}: (b)/(a) = {ratio:.3f}, target >= {targets["loop_over_bare"]}: '
                       f'{_verdict(ratio >= targets["loop_over_bare"])}')
+    rounds = r.get('lrn_speedup_rounds_vs_' + baseline, {})
     for impl, speedup in r['lrn_speedup_vs_' + baseline].items():
-      if impl != baseline:
+      if len(rounds.get(impl, ())) > 1 and impl != baseline:
+        verdicts.append(f'- {net}: {bare_label(impl)} / `{baseline}`, per interleaved round: '
+                        + ', '.join(f'{x:.3f}' for x in rounds[impl]) + ' (median below)')
+      if impl == NO_LRN:
+        verdicts.append(f'- {net}: bare step without LRN / `{baseline}` = {speedup:.3f} (the '
+                        f'ceiling of any LRN implementation)')
+      elif impl != baseline:
         verdicts.append(f'- {net}: bare step with LRN `{impl}` / `{baseline}` = {speedup:.3f}, '
                         f'target >= {targets["lrn_speedup"]}: '
                         f'{_verdict(speedup >= targets["lrn_speedup"])}')
@@ -66,6 +75,15 @@ def train_tables(results: dict) -> List[str]:
                     f'{train_flops / 1e9:.3f} GFLOP per training image')
   lines += ['', f'fp32 GEMM ({results["gemm"]["n"]}^3, best of 5): {gemm / 1e9:.1f} GFLOP/s', '']
   return lines + verdicts + ['']
+
+
+# bench_train's pseudo LRN implementation: the net with its LRN layers removed (no longer
+# AlexNet), the ceiling that a free LRN would reach.
+NO_LRN = 'none'
+
+
+def bare_label(impl: str) -> str:
+  return 'bare step without LRN (ceiling)' if impl == NO_LRN else f'bare step, LRN {impl}'
 
 
 # The rows of bench_serving's JSON, in table order (also used by bench_serving's report).
@@ -128,11 +146,12 @@ def main(argv=None):
   parser.add_argument('--results', default=os.path.join(HERE, 'results'))
   args = parser.parse_args(argv)
   lines = []
-  for name, tables in (('train.json', train_tables), ('serving.json', serving_tables),
-                       ('eval.json', eval_tables), ('lrn.json', lrn_tables)):
-    results = _load(args.results, name)
-    if results is not None:
-      lines += tables(results)
+  names = sorted(os.listdir(args.results)) if os.path.isdir(args.results) else []
+  for prefix, tables in (('train', train_tables), ('serving', serving_tables),
+                         ('eval', eval_tables), ('lrn', lrn_tables)):
+    for name in names:
+      if name.startswith(prefix) and name.endswith('.json'):
+        lines += [f'`results/{name}`:', ''] + tables(_load(args.results, name))
   print('\n'.join(lines))
 
 

@@ -29,10 +29,10 @@ def work_dir(tmp_path_factory):
   return tmp_path_factory.mktemp('bench_work')
 
 
-def run_smoke(module, work_dir, tmp_path):
+def run_smoke(module, work_dir, tmp_path, *flags):
   path = tmp_path / f'{module.__name__}.json'
   module.main(['--smoke', '--nets', 'cifar10', '--work-dir', str(work_dir),
-               '--json', str(path)])
+               '--json', str(path), *flags])
   with open(path, encoding='utf-8') as f:
     results = json.load(f)
   machine = results['machine']
@@ -46,12 +46,19 @@ def positive(value):
 
 
 def test_bench_train_smoke(work_dir, tmp_path):
-  results = run_smoke(bench_train, work_dir, tmp_path)
+  results = run_smoke(bench_train, work_dir, tmp_path, '--rounds', '2',
+                      '--lrn-impls', 'reference,banded_grad,none')
   assert positive(results['gemm']['flops_per_sec'])
   net = results['nets']['cifar10']
+  assert list(net['bare']) == ['reference', 'banded_grad', 'none']
   for impl, bare in net['bare'].items():
-    assert impl in common.config_lib.LRN_IMPLS
+    assert bare['lrn_impl'] == impl
     assert positive(bare['images_per_sec']) and positive(bare['peak_rss_gib'])
+    # The reported round is one of the two measured ones (the median's lower middle).
+    assert len(bare['rounds_images_per_sec']) == 2
+    assert bare['images_per_sec'] == min(bare['rounds_images_per_sec'])
+    assert len(net['lrn_speedup_rounds_vs_reference'][impl]) == 2
+  assert net['lrn_speedup_vs_reference']['reference'] == 1.0
   assert positive(net['product']['images_per_sec'])
   assert net['product']['lrn_impl'] == results['default_lrn_impl']
   assert positive(net['loop_over_bare']) and positive(net['achieved_train_flops_per_sec'])
