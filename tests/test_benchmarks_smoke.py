@@ -60,6 +60,7 @@ def test_bench_train_smoke(work_dir, tmp_path):
     assert len(net['lrn_speedup_rounds_vs_reference'][impl]) == 2
   assert net['lrn_speedup_vs_reference']['reference'] == 1.0
   assert positive(net['product']['images_per_sec'])
+  assert net['product']['checkpoint_in_window'] is False  # no evaluation is timed
   assert net['product']['lrn_impl'] == results['default_lrn_impl']
   assert positive(net['loop_over_bare']) and positive(net['achieved_train_flops_per_sec'])
   assert positive(net['peak_rss_gib_training'])
