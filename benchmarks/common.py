@@ -445,14 +445,7 @@ class StepTimer(tf1.train.SessionRunHook):
 
 def time_calls(fn: Callable[[], object], warmup: int, repeats: int) -> List[float]:
   """Wall-clock seconds of `repeats` calls of fn after `warmup` untimed calls."""
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return times
+  return time_interleaved({'fn': fn}, warmup, repeats)['fn']
 
 
 def time_interleaved(fns: Dict[str, Callable[[], object]], warmup: int,
