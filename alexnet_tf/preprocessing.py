@@ -450,9 +450,9 @@ def resize_to_stored(image: tf.Tensor, size: int) -> tf.Tensor:
   """
   image = tf.convert_to_tensor(image)
   shape = tf.shape(image)
-  height, width = shape[0], shape[1]
 
-  def resample():
+  def resample():  # its ops run only for images not already size x size
+    height, width = shape[0], shape[1]
     side = tf.cast(tf.minimum(height, width), tf.float32)
     scale = size / side
     # ScaleAndTranslate samples input position (x + 0.5 - t) / scale for output pixel x;
