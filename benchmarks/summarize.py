@@ -45,7 +45,7 @@ def train_tables(results: dict) -> List[str]:
     baseline = next(iter(r['bare']))
     for impl, bare in r['bare'].items():
       achieved = train_flops * bare['images_per_sec']
-      label = '(a) ' + bare_label(impl).replace(f'LRN {impl}', f'LRN `{impl}`')
+      label = '(a) ' + bare_label(impl, quote='`')
       lines.append(f'| {net} | {label} | {bare["images_per_sec"]:.1f} | '
                    f'{achieved / 1e9:.1f} | {achieved / gemm:.0%} | {bare["peak_rss_gib"]:.2f} |')
     product = r['product']
@@ -82,8 +82,11 @@ def train_tables(results: dict) -> List[str]:
 NO_LRN = 'none'
 
 
-def bare_label(impl: str) -> str:
-  return 'bare step without LRN (ceiling)' if impl == NO_LRN else f'bare step, LRN {impl}'
+def bare_label(impl: str, quote: str = '') -> str:
+  """'bare step, LRN banded_grad' (the name inside `quote`), or the no-LRN ceiling's label."""
+  if impl == NO_LRN:
+    return 'bare step without LRN (ceiling)'
+  return f'bare step, LRN {quote}{impl}{quote}'
 
 
 # The rows of bench_serving's JSON, in table order (also used by bench_serving's report).
