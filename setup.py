@@ -22,6 +22,7 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     packages=find_packages(include=['alexnet_tf', 'alexnet_tf.*']),
+    package_data={'alexnet_tf.kernels': ['*.cc']},  # compiled at first use (kernels/__init__)
     python_requires='>=3.9,<3.12',
     install_requires=[
         'tensorflow>=2.15,<2.16',

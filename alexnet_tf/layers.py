@@ -8,7 +8,8 @@ variable scope, so checkpoints have stable names (`alexnet/tower0/conv2/weights`
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf.config import LRNConfig
+from alexnet_tf import kernels
+from alexnet_tf.config import LRN_IMPLS, LRNConfig
 
 tf1 = tf.compat.v1
 
@@ -104,7 +105,9 @@ def local_response_norm(inputs, config: LRNConfig, impl='reference', name='lrn')
       'banded': the windowed sum of squares as a matrix product with a 0/1 band matrix
         (the GEMM kernels), gradient by automatic differentiation.
       'banded_grad': the band-matrix forward plus its own closed-form gradient, written with
-        the same windowed sum (`banded_grad_lrn`); the fastest on CPU.
+        the same windowed sum (`banded_grad_lrn`); the fastest made of TF ops.
+      'fused': the same closed form as two C++ kernels, one pass over memory each way
+        (`alexnet_tf.kernels`, compiled at first use); float32 only.
     name: op name.
 
   Returns:
@@ -118,8 +121,10 @@ def local_response_norm(inputs, config: LRNConfig, impl='reference', name='lrn')
     return _banded_lrn(inputs, config, name)
   if impl == 'banded_grad':
     return banded_grad_lrn(inputs, config, name)
-  raise ValueError(f'unknown LRN implementation {impl!r}; use one of "reference", "banded", '
-                   f'"banded_grad"')
+  if impl == 'fused':
+    return kernels.lrn(inputs, config.depth_radius, config.bias, config.alpha, config.beta,
+                       name=name)
+  raise ValueError(f'unknown LRN implementation {impl!r}; use one of {LRN_IMPLS}')
 
 
 def lrn_band_matrix(channels, depth_radius, value=1.0):

@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
-from alexnet_tf.config import ModelConfig, TrainConfig
+from alexnet_tf.config import PORTABLE_LRN_IMPLS, ModelConfig, TrainConfig
 from alexnet_tf.layers import WEIGHTS
 from alexnet_tf.model import build_alexnet
 from alexnet_tf.schedule import LearningRateFn
@@ -62,15 +62,17 @@ def make_model_fn(model_config: ModelConfig, train_config: TrainConfig,
                      f'model')
   names = list(class_names) if class_names else [str(i) for i in range(model_config.num_classes)]
 
-  # Serving graphs carry no device pins: TF Serving places them on whatever the server has
-  # (the variables and their names are the same, so training checkpoints load unchanged).
-  unpinned_config = dataclasses.replace(model_config,
-                                        tower_devices=('',) * model_config.num_towers)
+  # Serving graphs carry no device pins (TF Serving places them on whatever the server has)
+  # and no op of our kernel library (TF Serving has none); the variables and their names
+  # are the same, so training checkpoints load unchanged.
+  portable_config = dataclasses.replace(
+      model_config, tower_devices=('',) * model_config.num_towers,
+      lrn_impl=PORTABLE_LRN_IMPLS.get(model_config.lrn_impl, model_config.lrn_impl))
 
   def model_fn(features, labels, mode):
     images = features['image'] if isinstance(features, dict) else features
     training = mode == ModeKeys.TRAIN
-    net_config = unpinned_config if mode == ModeKeys.PREDICT else model_config
+    net_config = portable_config if mode == ModeKeys.PREDICT else model_config
     logits, probabilities = _logits_and_probabilities(images, net_config, training)
     predictions = _predictions(logits, probabilities, names)
     if mode == ModeKeys.PREDICT:

@@ -1,0 +1,135 @@
+"""The fused LRN C++ kernels (alexnet_tf/kernels): every code path against float64 NumPy,
+bad input, the build and its cache, and the rule that exported graphs never contain them.
+
+tests/test_lrn_impls.py already checks 'fused' against TF's own op with the paper's and
+Caffe's constants; these tests reach the branches those constants do not (other betas and
+radii, channel counts narrower than the window, empty batches).
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_tf import config as cfg
+from alexnet_tf import kernels, layers
+from alexnet_tf import model_fn as mf
+from alexnet_tf import schedule
+from alexnet_tf.config import LRNConfig
+
+from test_lrn_impls import float64_lrn_and_gradient, post_relu  # pylint: disable=import-error
+
+tf1 = tf.compat.v1
+ModeKeys = tf.estimator.ModeKeys
+
+
+def fused_value_and_gradient(inputs, upstream, config: LRNConfig):
+  with tf.Graph().as_default():
+    x = tf.constant(inputs)
+    y = layers.local_response_norm(x, config, 'fused')
+    dx = tf.gradients(y, x, grad_ys=tf.constant(upstream))[0]
+    with tf1.Session() as sess:
+      return sess.run([y, dx])
+
+
+@pytest.mark.parametrize('beta', [0.75, 0.5, 1.0, 0.6])  # 0.6: the general pow branch
+@pytest.mark.parametrize('radius,channels', [(2, 48), (0, 8), (3, 5), (2, 3), (5, 130)])
+def test_fused_matches_float64_formula(beta, radius, channels):
+  config = LRNConfig(depth_radius=radius, bias=2.0, alpha=1e-3, beta=beta)
+  rng = np.random.default_rng(radius * 1000 + channels)
+  inputs = post_relu(rng, (2, 3, 4, channels), scale=20.0)
+  upstream = rng.normal(size=inputs.shape).astype(np.float32)
+  y, dx = fused_value_and_gradient(inputs, upstream, config)
+  true_y, true_dx = float64_lrn_and_gradient(inputs, upstream, config)
+  np.testing.assert_allclose(y, true_y, rtol=1e-5, atol=1e-6 * np.abs(true_y).max())
+  np.testing.assert_allclose(dx, true_dx, rtol=1e-5, atol=1e-5 * np.abs(true_dx).max())
+
+
+def test_fused_takes_any_rank_and_empty_batches():
+  config = cfg.PAPER_LRN
+  rng = np.random.default_rng(0)
+  for shape in [(7,), (5, 16), (0, 6, 6, 48)]:
+    inputs = post_relu(rng, shape)
+    upstream = rng.normal(size=shape).astype(np.float32)
+    y, dx = fused_value_and_gradient(inputs, upstream, config)
+    true_y, true_dx = float64_lrn_and_gradient(inputs, upstream, config)
+    assert y.shape == dx.shape == shape
+    np.testing.assert_allclose(y, true_y, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dx, true_dx, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_rejects_other_dtypes_and_scalars():
+  with tf.Graph().as_default():
+    with pytest.raises(ValueError, match='float32'):
+      kernels.lrn(tf.zeros([2, 4], tf.float64), 2, 2.0, 1e-4, 0.75)
+    with pytest.raises(ValueError, match='rank'):
+      kernels.lrn(tf.constant(1.0), 2, 2.0, 1e-4, 0.75)
+
+
+def test_fused_rejects_a_non_positive_bias_at_run_time():
+  with tf.Graph().as_default():
+    y = kernels.lrn(tf.ones([2, 4]), 2, 0.0, 1e-4, 0.75)
+    with tf1.Session() as sess, pytest.raises(tf.errors.InvalidArgumentError, match='bias'):
+      sess.run(y)
+
+
+def test_fused_runs_on_two_threads_like_one():
+  """The kernels shard rows over the intra-op pool; the result must not depend on it."""
+  rng = np.random.default_rng(5)
+  inputs = post_relu(rng, (4, 13, 13, 128))
+  upstream = rng.normal(size=inputs.shape).astype(np.float32)
+  results = []
+  for threads in (1, 2):
+    with tf.Graph().as_default():
+      x = tf.constant(inputs)
+      y = layers.local_response_norm(x, cfg.PAPER_LRN, 'fused')
+      dx = tf.gradients(y, x, grad_ys=tf.constant(upstream))[0]
+      session_config = tf1.ConfigProto(intra_op_parallelism_threads=threads)
+      with tf1.Session(config=session_config) as sess:
+        results.append(sess.run([y, dx]))
+  for one, two in zip(*results):
+    np.testing.assert_array_equal(one, two)
+
+
+def test_build_is_cached(tmp_path):
+  kernels.library_path(tmp_path)  # builds once into the empty cache
+  built = list(tmp_path.iterdir())
+  assert len(built) == 1 and built[0].suffix == '.so'
+  mtime = built[0].stat().st_mtime_ns
+  assert kernels.library_path(tmp_path) == built[0]
+  assert built[0].stat().st_mtime_ns == mtime  # reused, not rebuilt
+
+
+def test_missing_compiler_is_a_clear_error(tmp_path):
+  with pytest.raises(kernels.KernelBuildError, match="no C.. compiler 'no-such-g..'.*banded_grad"):
+    kernels.library_path(tmp_path, compiler='no-such-g++')
+  assert not list(tmp_path.iterdir())  # nothing half-built left behind
+
+
+def test_failed_compile_names_the_command_and_leaves_nothing(tmp_path):
+  with pytest.raises(kernels.KernelBuildError, match=r'lrn_kernels.cc failed \(exit 1\)'):
+    kernels.library_path(tmp_path, compiler='false')
+  assert not list(tmp_path.iterdir())
+
+
+def test_unwritable_cache_is_a_clear_error(tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('not a directory')
+  with pytest.raises(kernels.KernelBuildError, match=kernels.CACHE_ENV):
+    kernels.library_path(blocker / 'cache')
+
+
+def test_exported_graphs_use_a_portable_lrn():
+  """PREDICT graphs (the ones exported for TF Serving) never contain the custom ops."""
+  model = dataclasses.replace(cfg.CIFAR10_MODEL, lrn_impl='fused')
+  model_fn = mf.make_model_fn(model, cfg.TrainConfig(), schedule.constant(0.01))
+  op_types = {}
+  for mode in (ModeKeys.TRAIN, ModeKeys.PREDICT):
+    with tf.Graph().as_default() as graph:
+      model_fn({'image': tf.zeros([2, 32, 32, 3])}, tf.zeros([2], tf.int32), mode)
+      op_types[mode] = {op.type for op in graph.get_operations()}
+  assert {'AlexnetLrn', 'AlexnetLrnGrad'} <= op_types[ModeKeys.TRAIN]
+  assert not any(t.startswith('Alexnet') for t in op_types[ModeKeys.PREDICT])
+  assert cfg.PORTABLE_LRN_IMPLS['fused'] in cfg.LRN_IMPLS
+
