@@ -26,7 +26,7 @@ from typing import Dict, Optional, Sequence
 import tensorflow as tf
 
 from alexnet_tf import config as config_lib
-from alexnet_tf import hooks, input_pipeline, records, schedule
+from alexnet_tf import hooks, input_pipeline, kernels, records, schedule
 from alexnet_tf.config import Config
 from alexnet_tf.model_fn import make_model_fn
 
@@ -122,8 +122,24 @@ def latest_step(model_dir: str) -> int:
 
 
 def model_config_for(config: Config, metadata: records.DatasetMetadata):
-  """The configured net with as many outputs as the dataset has classes."""
-  return dataclasses.replace(config.model, num_classes=metadata.num_classes)
+  """The configured net with as many outputs as the dataset has classes, and an LRN this
+  machine can run (`with_runnable_lrn`)."""
+  return with_runnable_lrn(dataclasses.replace(config.model, num_classes=metadata.num_classes))
+
+
+def with_runnable_lrn(model: config_lib.ModelConfig) -> config_lib.ModelConfig:
+  """`model`, or, when its LRN is a kernel of ours that cannot be built here (no compiler),
+  the same net with that LRN's plain-op equivalent: the same function, only slower, so a
+  machine without g++ still trains, evaluates and resumes the same checkpoints."""
+  fallback = config_lib.PORTABLE_LRN_IMPLS.get(model.lrn_impl)
+  if fallback is None:
+    return model
+  problem = kernels.load_error()
+  if problem is None:
+    return model
+  log.warning('LRN %r is not available here, using %r (the same function, slower): %s',
+              model.lrn_impl, fallback, problem)
+  return dataclasses.replace(model, lrn_impl=fallback)
 
 
 def make_estimator(config: Config, metadata, model_dir, learning_rate=None, seed=None,

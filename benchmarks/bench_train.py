@@ -67,8 +67,9 @@ def parse_args(argv=None):
                       help='LRN implementations of the bare step; the first is the baseline; '
                       f'"{NO_LRN}" times the net without LRN layers (the ceiling)')
   parser.add_argument('--rounds', type=int, default=1,
-                      help='bare steps of all --lrn-impls in turn this many times; each '
-                      'reports its median round (the VM drifts 10-15%% between minutes)')
+                      help='time the bare steps of all --lrn-impls and then the product loop, '
+                      'in turn, this many times; each reports its median round and the '
+                      'ratios their per-round median (the VM drifts 10-15%% between minutes)')
   parser.add_argument('--gemm-size', type=int, default=4096)
   common.add_common_args(parser)
   args = parser.parse_args(argv)
@@ -123,49 +124,60 @@ def bare_step(net: str, lrn_impl: str, batch_size: int, warmup: int, steps: int,
   return result
 
 
-def bare_steps_in_rounds(net, impls, rounds, isolate, batch_size, warmup, steps, num_classes):
-  """{impl: the measurement of its median round, with every round's images/s} and the
-  per-round speed-ups over impls[0]: rounds interleave the implementations, so each round
-  compares them under the same machine load."""
+def median_round(measured):
+  """The measurement of the median round (by images/s), with every round's images/s."""
+  ordered = sorted(measured, key=lambda m: m['images_per_sec'])
+  return dict(ordered[(len(ordered) - 1) // 2],
+              rounds_images_per_sec=[m['images_per_sec'] for m in measured])
+
+
+def measure_in_rounds(net, impls, args, steps, num_classes, data_dir, work_dir):
+  """Each round times the bare step of every LRN implementation and then the product loop,
+  so the ratios compare measurements taken minutes apart, not a whole run apart.
+
+  Returns ({impl: its median round}, the product loop's median round,
+  {impl: per-round speed-up over impls[0]}, per-round product loop / bare default-LRN step).
+  """
+  isolate = not args.no_isolate
   runs = {impl: [] for impl in impls}
-  for r in range(rounds):
+  loops = []
+  for r in range(args.rounds):
+    of = f'(round {r + 1}/{args.rounds})'
     for impl in impls:
-      print(f'{net}: bare step, LRN {impl} (round {r + 1}/{rounds}) ...', flush=True)
-      runs[impl].append(common.call(bare_step, isolate, net, impl, batch_size, warmup, steps,
-                                    num_classes))
-  bare = {}
-  for impl, measured in runs.items():
-    ordered = sorted(measured, key=lambda m: m['images_per_sec'])
-    bare[impl] = dict(ordered[(len(ordered) - 1) // 2],
-                      rounds_images_per_sec=[m['images_per_sec'] for m in measured])
+      print(f'{net}: bare step, LRN {impl} {of} ...', flush=True)
+      runs[impl].append(common.call(bare_step, isolate, net, impl, args.batch_size,
+                                    args.warmup, steps, num_classes))
+    print(f'{net}: product training loop {of} ...', flush=True)
+    model_dir = tempfile.mkdtemp(prefix=f'bench_train_{net}_', dir=work_dir)
+    try:
+      loops.append(common.call(product_loop, isolate, net, data_dir, args.batch_size,
+                               args.warmup, steps, model_dir))
+    finally:
+      shutil.rmtree(model_dir, ignore_errors=True)
   speedups = {impl: [m['images_per_sec'] / b['images_per_sec']
                      for m, b in zip(runs[impl], runs[impls[0]])] for impl in impls}
-  return bare, speedups
+  default = loops[0]['lrn_impl']
+  loop_ratios = ([m['images_per_sec'] / b['images_per_sec']
+                  for m, b in zip(loops, runs[default])] if default in runs else [])
+  return ({impl: median_round(m) for impl, m in runs.items()}, median_round(loops), speedups,
+          loop_ratios)
 
 
 def run_net(net, data_dir, work_dir, args, impls):
   num_classes = common.records.read_metadata(data_dir).num_classes
-  isolate = not args.no_isolate
   steps = args.steps or DEFAULT_STEPS.get(net, DEFAULT_STEPS['imagenet'])
   result = {'flops_per_image': common.flops_per_image(
       common.net_config(net, num_classes=num_classes).model)}
-  result['bare'], rounds = bare_steps_in_rounds(net, impls, args.rounds, isolate,
-                                                args.batch_size, args.warmup, steps, num_classes)
+  result['bare'], result['product'], rounds, loop_rounds = measure_in_rounds(
+      net, impls, args, steps, num_classes, data_dir, work_dir)
   result['lrn_speedup_rounds_vs_' + impls[0]] = rounds
-  print(f'{net}: product training loop ...', flush=True)
-  model_dir = tempfile.mkdtemp(prefix=f'bench_train_{net}_', dir=work_dir)
-  try:
-    result['product'] = common.call(product_loop, isolate, net, data_dir, args.batch_size,
-                                    args.warmup, steps, model_dir)
-  finally:
-    shutil.rmtree(model_dir, ignore_errors=True)
-  default = result['product']['lrn_impl']
-  bare = result['bare'].get(default)
+  bare = result['bare'].get(result['product']['lrn_impl'])
+  # Ratios are the median over rounds of each round's ratio (one round: the plain ratio).
   if bare is not None:
-    result['loop_over_bare'] = result['product']['images_per_sec'] / bare['images_per_sec']
+    result['loop_over_bare_rounds'] = loop_rounds
+    result['loop_over_bare'] = statistics.median(loop_rounds)
     result['achieved_train_flops_per_sec'] = (result['flops_per_image']['train'] *
                                               bare['images_per_sec'])
-  # The median over rounds of each round's ratio (one round: the plain ratio).
   result['lrn_speedup_vs_' + impls[0]] = {impl: statistics.median(ratios)
                                           for impl, ratios in rounds.items()}
   result['peak_rss_gib_training'] = result['product']['peak_rss_gib']
@@ -221,6 +233,9 @@ def report(results, impls):
       line += (f'; product loop / bare step = {ratio:.3f} '
                f'({"meets" if ratio >= TARGET_LOOP_RATIO else "misses"} >= {TARGET_LOOP_RATIO})')
     print(line)
+    if len(r.get('loop_over_bare_rounds', ())) > 1:
+      print(f'{net}: product loop / bare step, per round: '
+            + ', '.join(f'{x:.3f}' for x in r['loop_over_bare_rounds']))
     for impl, ratios in r['lrn_speedup_rounds_vs_' + impls[0]].items():
       if impl != impls[0] and len(ratios) > 1:
         print(f'{net}: {bare_label(impl)} / {impls[0]}, per round: '

@@ -47,10 +47,10 @@ def positive(value):
 
 def test_bench_train_smoke(work_dir, tmp_path):
   results = run_smoke(bench_train, work_dir, tmp_path, '--rounds', '2',
-                      '--lrn-impls', 'reference,banded_grad,none')
+                      '--lrn-impls', 'reference,fused,none')
   assert positive(results['gemm']['flops_per_sec'])
   net = results['nets']['cifar10']
-  assert list(net['bare']) == ['reference', 'banded_grad', 'none']
+  assert list(net['bare']) == ['reference', 'fused', 'none']
   for impl, bare in net['bare'].items():
     assert bare['lrn_impl'] == impl
     assert positive(bare['images_per_sec']) and positive(bare['peak_rss_gib'])
@@ -62,6 +62,8 @@ def test_bench_train_smoke(work_dir, tmp_path):
   assert positive(net['product']['images_per_sec'])
   assert net['product']['checkpoint_in_window'] is False  # no evaluation is timed
   assert net['product']['lrn_impl'] == results['default_lrn_impl']
+  assert len(net['product']['rounds_images_per_sec']) == 2  # a product loop every round
+  assert len(net['loop_over_bare_rounds']) == 2
   assert positive(net['loop_over_bare']) and positive(net['achieved_train_flops_per_sec'])
   assert positive(net['peak_rss_gib_training'])
   assert net['flops_per_image']['train'] > 2 * net['flops_per_image']['forward'] > 0

@@ -7,6 +7,7 @@ radii, channel counts narrower than the window, empty batches).
 """
 
 import dataclasses
+import logging
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ import tensorflow as tf
 from alexnet_tf import config as cfg
 from alexnet_tf import kernels, layers
 from alexnet_tf import model_fn as mf
-from alexnet_tf import schedule
+from alexnet_tf import run_loop, schedule
 from alexnet_tf.config import LRNConfig
 
 from test_lrn_impls import float64_lrn_and_gradient, post_relu  # pylint: disable=import-error
@@ -133,3 +134,19 @@ def test_exported_graphs_use_a_portable_lrn():
   assert not any(t.startswith('Alexnet') for t in op_types[ModeKeys.PREDICT])
   assert cfg.PORTABLE_LRN_IMPLS['fused'] in cfg.LRN_IMPLS
 
+
+
+def test_without_a_compiler_the_run_falls_back_to_the_plain_op_lrn(monkeypatch, caplog):
+  fused = dataclasses.replace(cfg.CIFAR10_MODEL, lrn_impl='fused')
+  assert run_loop.with_runnable_lrn(fused) == fused  # here the kernel builds
+
+  def no_compiler():
+    raise kernels.KernelBuildError("no C++ compiler 'g++' to build lrn_kernels.cc")
+
+  monkeypatch.setattr(kernels, 'load', no_compiler)
+  with caplog.at_level(logging.WARNING, logger='alexnet_tf.run_loop'):
+    fallback = run_loop.with_runnable_lrn(fused)
+  assert fallback == dataclasses.replace(fused, lrn_impl=cfg.PORTABLE_LRN_IMPLS['fused'])
+  assert "no C++ compiler 'g++'" in caplog.text
+  reference = dataclasses.replace(fused, lrn_impl='reference')
+  assert run_loop.with_runnable_lrn(reference) is reference

@@ -24,6 +24,7 @@ from alexnet_tf.config import CAFFE_LRN, LRN_IMPLS, PAPER_LRN, IMAGENET_MODEL, L
 tf1 = tf.compat.v1
 RTOL = 1e-5
 FAST_IMPLS = [impl for impl in LRN_IMPLS if impl != 'reference']
+CLOSED_FORM_IMPLS = ['banded_grad', 'fused']  # their own gradients, not TF's autodiff
 CONFIGS = [PAPER_LRN, CAFFE_LRN]
 CONFIG_IDS = ['paper', 'caffe']
 
@@ -99,14 +100,14 @@ def test_gradient_as_accurate_as_reference(lrn_config):
     assert np.max(np.abs(dx - true_dx)) / scale <= 2 * max(reference_error, 1e-7), impl
 
 
+@pytest.mark.parametrize('impl', CLOSED_FORM_IMPLS)
 @pytest.mark.parametrize('lrn_config', CONFIGS, ids=CONFIG_IDS)
-def test_banded_grad_matches_finite_differences(lrn_config):
+def test_closed_form_gradient_matches_finite_differences(lrn_config, impl):
   """The closed form itself, independent of TF's LRNGrad, in float64 NumPy."""
   rng = np.random.default_rng(7)
   inputs = post_relu(rng, (1, 1, 2, 9), scale=150.0)
   upstream = rng.normal(size=inputs.shape)
-  dx = values_and_gradients(['banded_grad'], inputs, upstream.astype(np.float32),
-                            lrn_config)['banded_grad'][1]
+  dx = values_and_gradients([impl], inputs, upstream.astype(np.float32), lrn_config)[impl][1]
   x = inputs.astype(np.float64)
 
   def loss(values):
@@ -140,21 +141,22 @@ def test_negative_power_matches_pow(beta):
   np.testing.assert_allclose(out, values.astype(np.float64) ** -beta, rtol=RTOL)
 
 
-def test_banded_grad_in_a_network_trains_like_reference():
+@pytest.mark.parametrize('impl', CLOSED_FORM_IMPLS)
+def test_closed_form_in_a_network_trains_like_reference(impl):
   """Whole-net gradients of the ImageNet conv1+LRN stage agree (the towers' shapes)."""
   rng = np.random.default_rng(3)
   images = rng.normal(0, 60, size=(2, 35, 35, 3)).astype(np.float32)
   grads = {}
-  for impl in ('reference', 'banded_grad'):
+  for variant in ('reference', impl):
     with tf.Graph().as_default():
       tf1.set_random_seed(0)
       x = tf.nn.relu(layers.conv2d(tf.constant(images), 48, 11, 4, 'VALID', stddev=0.05))
-      y = layers.local_response_norm(x, PAPER_LRN, impl)
+      y = layers.local_response_norm(x, PAPER_LRN, variant)
       loss = tf.reduce_sum(tf.square(y))
       with tf1.Session() as sess:
         sess.run(tf1.global_variables_initializer())
-        grads[impl] = sess.run(tf.gradients(loss, tf1.trainable_variables()))
-  for ref, new in zip(grads['reference'], grads['banded_grad']):
+        grads[variant] = sess.run(tf.gradients(loss, tf1.trainable_variables()))
+  for ref, new in zip(grads['reference'], grads[impl]):
     np.testing.assert_allclose(new, ref, rtol=1e-4, atol=1e-4 * np.max(np.abs(ref)))
 
 

@@ -120,6 +120,15 @@ def load():
   return _library
 
 
+def load_error():
+  """None if the kernel library builds and loads in this process, else why not (a str)."""
+  try:
+    load()
+  except KernelBuildError as e:
+    return str(e)
+  return None
+
+
 def lrn(inputs: tf.Tensor, depth_radius: int, bias: float, alpha: float, beta: float,
         name: str = 'lrn') -> tf.Tensor:
   """Fused LRN across the last dimension: [..., C] float32 -> the same shape.
