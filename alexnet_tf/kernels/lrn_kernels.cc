@@ -36,9 +36,8 @@ using ::tensorflow::errors::InvalidArgument;
 using ::tensorflow::shape_inference::InferenceContext;
 using ::tensorflow::shape_inference::ShapeHandle;
 
-// Per-row cost for the sharder, in cycles per channel: a few flops for the window sum,
-// two square roots and a division for the power.
-constexpr int64_t kCyclesPerChannel = 40;
+// Per-row cost for the sharder, in cycles per channel (forward; the backward is twice).
+constexpr int64_t kCyclesPerChannel = 10;
 
 Status UnchangedWithKnownChannels(InferenceContext* c) {
   ShapeHandle input;
@@ -69,46 +68,93 @@ struct LrnParams {
   }
 };
 
-// out[c] = d^-beta for the row's denominators d (all > 0). beta = 0.75, the paper's, takes
-// 1 / sqrt(d * sqrt(d)): two square roots and a division, which the compiler vectorises,
-// where pow() is a scalar library call.
-inline void NegativePower(const float* d, int channels, float beta, float* out) {
-  if (beta == 0.75f) {
-    for (int c = 0; c < channels; ++c) out[c] = 1.0f / std::sqrt(d[c] * std::sqrt(d[c]));
-  } else if (beta == 0.5f) {
-    for (int c = 0; c < channels; ++c) out[c] = 1.0f / std::sqrt(d[c]);
-  } else if (beta == 1.0f) {
-    for (int c = 0; c < channels; ++c) out[c] = 1.0f / d[c];
-  } else {
-    for (int c = 0; c < channels; ++c) out[c] = std::pow(d[c], -beta);
-  }
-}
-
-// window[c] = sum_{|c' - c| <= radius} padded[radius + c'], where `padded` holds the row's
-// values between `radius` zeros on either side (so the window clips at the first and last
-// channel, as TF's op does). One pass per window offset keeps every pass a plain vector add.
-inline void WindowSum(const float* padded, int channels, int radius, float* window) {
-  std::copy(padded, padded + channels, window);
-  for (int k = 1; k <= 2 * radius; ++k) {
-    const float* shifted = padded + k;
-    for (int c = 0; c < channels; ++c) window[c] += shifted[c];
-  }
-}
-
-// Scratch rows for one shard: a zero-padded row and two plain ones.
-struct Scratch {
-  std::vector<float> padded, window, power;
-  Scratch(int channels, int radius)
-      : padded(channels + 2 * radius, 0.0f), window(channels), power(channels) {}
-  float* row() { return padded.data() + (padded.size() - window.size()) / 2; }
+// d^-beta for a denominator d > 0. The paper's beta = 0.75 is 1 / sqrt(d * sqrt(d)): two
+// square roots and a division, which the compiler vectorises, where pow() is a scalar
+// library call.
+struct PaperPower {
+  float operator()(float d) const { return 1.0f / std::sqrt(d * std::sqrt(d)); }
+};
+struct AnyPower {
+  float beta;
+  float operator()(float d) const { return std::pow(d, -beta); }
 };
 
-// d = bias + alpha * window sum of x^2, into scratch.window.
-inline void Denominator(const float* x, int channels, const LrnParams& p, Scratch* s) {
-  float* squares = s->row();
-  for (int c = 0; c < channels; ++c) squares[c] = x[c] * x[c];
-  WindowSum(s->padded.data(), channels, p.radius, s->window.data());
-  for (int c = 0; c < channels; ++c) s->window[c] = p.bias + p.alpha * s->window[c];
+// The sum of the 2 * radius + 1 values padded[c .. c + 2 radius]: the LRN window of channel
+// c when `padded` holds the row between `radius` zeros on either side, so that the window
+// clips at the first and last channel as TF's op does. kRadius >= 0 fixes the radius at
+// compile time (then the loop over c below vectorises with the window unrolled); -1 reads
+// it at run time.
+template <int kRadius>
+inline float Window(const float* padded, int c, int radius) {
+  const int width = 2 * (kRadius >= 0 ? kRadius : radius) + 1;
+  float sum = 0.0f;
+  for (int k = 0; k < width; ++k) sum += padded[c + k];
+  return sum;
+}
+
+// One shard's rows. Each row's C channels are handled in two or three loops over c with
+// everything fused into them: one loop per row phase, not one per elementwise operation
+// (measured on conv1's shape: 3x faster than a loop per operation, whose setup dominates
+// at C = 48).
+template <int kRadius, typename Power>
+class RowKernels {
+ public:
+  RowKernels(const LrnParams& p, Power power, int channels)
+      : p_(p), power_(power), channels_(channels),
+        squares_(channels + 2 * p.radius, 0.0f), ratios_(channels + 2 * p.radius, 0.0f),
+        powers_(channels) {}
+
+  // y = x * d^-beta, d = bias + alpha * window sum of x^2.
+  void Forward(const float* x, float* y) {
+    const int radius = p_.radius;
+    float* squares = squares_.data() + radius;  // zeros stay in the padding
+    for (int c = 0; c < channels_; ++c) squares[c] = x[c] * x[c];
+    for (int c = 0; c < channels_; ++c) {
+      const float d = p_.bias + p_.alpha * Window<kRadius>(squares_.data(), c, radius);
+      y[c] = x[c] * power_(d);
+    }
+  }
+
+  // dx = g * d^-beta - 2 alpha beta x * window sum of (g y / d), with d recomputed from x.
+  void Backward(const float* g, const float* x, const float* y, float* dx) {
+    const int radius = p_.radius;
+    float* squares = squares_.data() + radius;
+    float* ratios = ratios_.data() + radius;
+    for (int c = 0; c < channels_; ++c) squares[c] = x[c] * x[c];
+    for (int c = 0; c < channels_; ++c) {
+      const float d = p_.bias + p_.alpha * Window<kRadius>(squares_.data(), c, radius);
+      powers_[c] = power_(d);
+      ratios[c] = g[c] * y[c] / d;
+    }
+    const float cross = -2.0f * p_.alpha * p_.beta;
+    for (int c = 0; c < channels_; ++c) {
+      dx[c] = g[c] * powers_[c] + cross * x[c] * Window<kRadius>(ratios_.data(), c, radius);
+    }
+  }
+
+ private:
+  const LrnParams p_;
+  const Power power_;
+  const int channels_;
+  std::vector<float> squares_, ratios_, powers_;  // the padded rows, and d^-beta
+};
+
+// Runs `work(kernels, begin, end)` over row ranges on the intra-op thread pool, with the
+// row kernels specialised for the paper's constants (radius 2, beta 0.75; Caffe's too).
+template <typename Work>
+void ForRows(OpKernelContext* context, const LrnParams& p, int64_t rows, int channels,
+             int64_t cycles_per_row, Work work) {
+  auto* workers = context->device()->tensorflow_cpu_worker_threads();
+  auto shard = [&](int64_t begin, int64_t end) {
+    if (p.radius == 2 && p.beta == 0.75f) {
+      RowKernels<2, PaperPower> kernels(p, PaperPower(), channels);
+      work(&kernels, begin, end);
+    } else {
+      RowKernels<-1, AnyPower> kernels(p, AnyPower{p.beta}, channels);
+      work(&kernels, begin, end);
+    }
+  };
+  ::tensorflow::Shard(workers->num_threads, workers->workers, rows, cycles_per_row, shard);
 }
 
 // [rows, channels] view of a tensor of rank >= 1 (rank checked by the caller).
@@ -134,21 +180,12 @@ class LrnOp : public OpKernel {
     if (rows == 0) return;
     const float* x = input.flat<float>().data();
     float* y = output->flat<float>().data();
-    const LrnParams p = params_;
-
-    auto work = [=](int64_t begin, int64_t end) {
-      Scratch s(channels, p.radius);
-      for (int64_t r = begin; r < end; ++r) {
-        const float* xr = x + r * channels;
-        float* yr = y + r * channels;
-        Denominator(xr, channels, p, &s);
-        NegativePower(s.window.data(), channels, p.beta, s.power.data());
-        for (int c = 0; c < channels; ++c) yr[c] = xr[c] * s.power[c];
-      }
-    };
-    auto* workers = context->device()->tensorflow_cpu_worker_threads();
-    ::tensorflow::Shard(workers->num_threads, workers->workers, rows,
-                        kCyclesPerChannel * channels, work);
+    ForRows(context, params_, rows, channels, kCyclesPerChannel * channels,
+            [=](auto* kernels, int64_t begin, int64_t end) {
+              for (int64_t r = begin; r < end; ++r) {
+                kernels->Forward(x + r * channels, y + r * channels);
+              }
+            });
   }
 
  private:
@@ -182,31 +219,13 @@ class LrnGradOp : public OpKernel {
     const float* x = input.flat<float>().data();
     const float* y = output.flat<float>().data();
     float* dx = backprops->flat<float>().data();
-    const LrnParams p = params_;
-    const float cross = -2.0f * p.alpha * p.beta;
-
-    auto work = [=](int64_t begin, int64_t end) {
-      Scratch s(channels, p.radius);
-      std::vector<float> window_grad(channels);
-      for (int64_t r = begin; r < end; ++r) {
-        const int64_t offset = r * channels;
-        const float* gr = g + offset;
-        const float* xr = x + offset;
-        const float* yr = y + offset;
-        float* dxr = dx + offset;
-        Denominator(xr, channels, p, &s);  // s.window = d
-        NegativePower(s.window.data(), channels, p.beta, s.power.data());
-        float* ratio = s.row();  // the padded row now holds g * y / d
-        for (int c = 0; c < channels; ++c) ratio[c] = gr[c] * yr[c] / s.window[c];
-        WindowSum(s.padded.data(), channels, p.radius, window_grad.data());
-        for (int c = 0; c < channels; ++c) {
-          dxr[c] = gr[c] * s.power[c] + cross * xr[c] * window_grad[c];
-        }
-      }
-    };
-    auto* workers = context->device()->tensorflow_cpu_worker_threads();
-    ::tensorflow::Shard(workers->num_threads, workers->workers, rows,
-                        2 * kCyclesPerChannel * channels, work);
+    ForRows(context, params_, rows, channels, 2 * kCyclesPerChannel * channels,
+            [=](auto* kernels, int64_t begin, int64_t end) {
+              for (int64_t r = begin; r < end; ++r) {
+                const int64_t i = r * channels;
+                kernels->Backward(g + i, x + i, y + i, dx + i);
+              }
+            });
   }
 
  private:
