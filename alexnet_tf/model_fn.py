@@ -40,6 +40,15 @@ def weight_decay_loss(weight_decay: float) -> tf.Tensor:
                      name='weight_decay')
 
 
+def portable_model_config(model_config: ModelConfig) -> ModelConfig:
+  """The net as PREDICT (exported) graphs build it: no device pins (TF Serving places the
+  graph on whatever the server has) and no op of our kernel library (TF Serving has none).
+  The variables and their names are the same, so training checkpoints load unchanged."""
+  return dataclasses.replace(
+      model_config, tower_devices=('',) * model_config.num_towers,
+      lrn_impl=PORTABLE_LRN_IMPLS.get(model_config.lrn_impl, model_config.lrn_impl))
+
+
 def make_model_fn(model_config: ModelConfig, train_config: TrainConfig,
                   learning_rate: Optional[LearningRateFn] = None,
                   class_names: Optional[Sequence[str]] = None,
@@ -62,12 +71,7 @@ def make_model_fn(model_config: ModelConfig, train_config: TrainConfig,
                      f'model')
   names = list(class_names) if class_names else [str(i) for i in range(model_config.num_classes)]
 
-  # Serving graphs carry no device pins (TF Serving places them on whatever the server has)
-  # and no op of our kernel library (TF Serving has none); the variables and their names
-  # are the same, so training checkpoints load unchanged.
-  portable_config = dataclasses.replace(
-      model_config, tower_devices=('',) * model_config.num_towers,
-      lrn_impl=PORTABLE_LRN_IMPLS.get(model_config.lrn_impl, model_config.lrn_impl))
+  portable_config = portable_model_config(model_config)
 
   def model_fn(features, labels, mode):
     images = features['image'] if isinstance(features, dict) else features

@@ -108,6 +108,7 @@ def measure_net(net: str, data_dir: str, work_dir: str, batch: int, repeats: int
   # pylint: disable=import-outside-toplevel
   from alexnet_tf import export, input_pipeline, preprocessing, run_loop
   from alexnet_tf.model import build_alexnet
+  from alexnet_tf.model_fn import portable_model_config
   metadata = common.records.read_metadata(data_dir)
   config = common.net_config(net, num_classes=metadata.num_classes)
   model_dir = tempfile.mkdtemp(prefix=f'serving_{net}_', dir=work_dir)
@@ -151,8 +152,9 @@ def measure_net(net: str, data_dir: str, work_dir: str, batch: int, repeats: int
     graph = tf.Graph()
     with graph.as_default():
       images = tf1.placeholder(tf.float32, [None] + list(floats.shape[1:]))
-      logits, _ = build_alexnet(images, run_loop.model_config_for(config, metadata),
-                                training=False)
+      # The served graph's net: the same LRN as the export (`portable_model_config`).
+      net = portable_model_config(run_loop.model_config_for(config, metadata))
+      logits, _ = build_alexnet(images, net, training=False)
       saver = tf1.train.Saver(tf1.global_variables())
     session = tf1.Session(graph=graph, config=run_loop.session_config(config.model))
     with graph.as_default():

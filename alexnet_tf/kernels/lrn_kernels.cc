@@ -13,7 +13,6 @@
 //
 // Built at first use by alexnet_tf/kernels/__init__.py with TF's own compile flags.
 
-#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -31,7 +30,6 @@ using ::tensorflow::OpKernelConstruction;
 using ::tensorflow::OpKernelContext;
 using ::tensorflow::Status;
 using ::tensorflow::Tensor;
-using ::tensorflow::TensorShape;
 using ::tensorflow::errors::InvalidArgument;
 using ::tensorflow::shape_inference::InferenceContext;
 using ::tensorflow::shape_inference::ShapeHandle;
@@ -39,7 +37,8 @@ using ::tensorflow::shape_inference::ShapeHandle;
 // Per-row cost for the sharder, in cycles per channel (forward; the backward is twice).
 constexpr int64_t kCyclesPerChannel = 10;
 
-Status UnchangedWithKnownChannels(InferenceContext* c) {
+// The output has the shape of the inputs, which must agree (the gradient takes three).
+Status SameShapeAsInputs(InferenceContext* c) {
   ShapeHandle input;
   TF_RETURN_IF_ERROR(c->WithRankAtLeast(c->input(0), 1, &input));
   for (int i = 1; i < c->num_inputs(); ++i) {
@@ -241,7 +240,7 @@ REGISTER_OP("AlexnetLrn")
     .Attr("bias: float = 2.0")
     .Attr("alpha: float = 0.0001")
     .Attr("beta: float = 0.75")
-    .SetShapeFn(UnchangedWithKnownChannels)
+    .SetShapeFn(SameShapeAsInputs)
     .Doc("Local response normalisation across the last dimension, fused in one pass.");
 
 REGISTER_OP("AlexnetLrnGrad")
@@ -253,7 +252,7 @@ REGISTER_OP("AlexnetLrnGrad")
     .Attr("bias: float = 2.0")
     .Attr("alpha: float = 0.0001")
     .Attr("beta: float = 0.75")
-    .SetShapeFn(UnchangedWithKnownChannels)
+    .SetShapeFn(SameShapeAsInputs)
     .Doc("Gradient of AlexnetLrn with respect to its input.");
 
 REGISTER_KERNEL_BUILDER(Name("AlexnetLrn").Device(DEVICE_CPU), LrnOp);
