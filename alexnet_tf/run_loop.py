@@ -128,12 +128,18 @@ def model_config_for(config: Config, metadata: records.DatasetMetadata):
 
 
 def with_runnable_lrn(model: config_lib.ModelConfig) -> config_lib.ModelConfig:
-  """`model`, or, when its LRN is a kernel of ours that cannot be built here (no compiler),
-  the same net with that LRN's plain-op equivalent: the same function, only slower, so a
-  machine without g++ still trains, evaluates and resumes the same checkpoints."""
+  """`model`, or, when its LRN is a kernel of ours that cannot run well here, the same net
+  with that LRN's plain-op equivalent: the same function, so the same checkpoints train,
+  evaluate and resume. Our kernels are CPU-only C++ built with g++: without a compiler they
+  cannot be built, and towers on GPUs would have their LRN pulled back to the CPU."""
   fallback = config_lib.PORTABLE_LRN_IMPLS.get(model.lrn_impl)
   if fallback is None:
     return model
+  towers = model.tower_devices[:model.num_towers]
+  if tf.config.list_physical_devices('GPU') and any('gpu' in d.lower() for d in towers):
+    log.info('towers on %s: LRN %r (plain TF ops, which run on the GPU) instead of the '
+             'CPU-only %r', ', '.join(towers), fallback, model.lrn_impl)
+    return dataclasses.replace(model, lrn_impl=fallback)
   problem = kernels.load_error()
   if problem is None:
     return model

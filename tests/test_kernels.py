@@ -150,3 +150,13 @@ def test_without_a_compiler_the_run_falls_back_to_the_plain_op_lrn(monkeypatch, 
   assert "no C++ compiler 'g++'" in caplog.text
   reference = dataclasses.replace(fused, lrn_impl='reference')
   assert run_loop.with_runnable_lrn(reference) is reference
+
+
+def test_towers_on_gpus_use_the_plain_op_lrn(monkeypatch):
+  """The kernels are CPU-only: on a machine with GPUs, GPU towers would send LRN to the CPU."""
+  fused = dataclasses.replace(cfg.IMAGENET_MODEL, lrn_impl='fused')  # towers /gpu:0, /gpu:1
+  monkeypatch.setattr(tf.config, 'list_physical_devices',
+                      lambda kind=None: ['GPU:0', 'GPU:1'] if kind == 'GPU' else [])
+  assert run_loop.with_runnable_lrn(fused).lrn_impl == cfg.PORTABLE_LRN_IMPLS['fused']
+  on_cpus = dataclasses.replace(fused, tower_devices=('/cpu:0', '/cpu:1'))
+  assert run_loop.with_runnable_lrn(on_cpus) == on_cpus
