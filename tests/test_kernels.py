@@ -68,6 +68,14 @@ def test_fused_rejects_other_dtypes_and_scalars():
       kernels.lrn(tf.constant(1.0), 2, 2.0, 1e-4, 0.75)
 
 
+def test_fused_checks_the_rank_at_run_time_when_the_graph_cannot():
+  with tf.Graph().as_default():
+    x = tf1.placeholder(tf.float32)  # unknown rank: only the kernel sees the scalar
+    y = kernels.lrn(x, 2, 2.0, 1e-4, 0.75)
+    with tf1.Session() as sess, pytest.raises(tf.errors.InvalidArgumentError, match='rank >= 1'):
+      sess.run(y, {x: 1.0})
+
+
 def test_fused_rejects_a_non_positive_bias_at_run_time():
   with tf.Graph().as_default():
     y = kernels.lrn(tf.ones([2, 4]), 2, 0.0, 1e-4, 0.75)

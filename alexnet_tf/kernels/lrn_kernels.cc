@@ -156,10 +156,17 @@ void ForRows(OpKernelContext* context, const LrnParams& p, int64_t rows, int cha
   ::tensorflow::Shard(workers->num_threads, workers->workers, rows, cycles_per_row, shard);
 }
 
-// [rows, channels] view of a tensor of rank >= 1 (rank checked by the caller).
-inline void AsRows(const Tensor& t, int64_t* rows, int* channels) {
-  *channels = static_cast<int>(t.dim_size(t.dims() - 1));
-  *rows = *channels == 0 ? 0 : t.NumElements() / *channels;
+// Checks that `input` has rank >= 1, allocates output 0 with its shape and gives its
+// [rows, channels] view: both kernels work on rows of the last dimension.
+Status AllocateRows(OpKernelContext* context, const Tensor& input, Tensor** output,
+                    int64_t* rows, int* channels) {
+  if (input.dims() < 1) {
+    return InvalidArgument("input must have rank >= 1, got shape ",
+                           input.shape().DebugString());
+  }
+  *channels = static_cast<int>(input.dim_size(input.dims() - 1));
+  *rows = *channels == 0 ? 0 : input.NumElements() / *channels;
+  return context->allocate_output(0, input.shape(), output);
 }
 
 class LrnOp : public OpKernel {
@@ -168,14 +175,10 @@ class LrnOp : public OpKernel {
 
   void Compute(OpKernelContext* context) override {
     const Tensor& input = context->input(0);
-    OP_REQUIRES(context, input.dims() >= 1,
-                InvalidArgument("input must have rank >= 1, got shape ",
-                                input.shape().DebugString()));
+    Tensor* output = nullptr;
     int64_t rows;
     int channels;
-    AsRows(input, &rows, &channels);
-    Tensor* output = nullptr;
-    OP_REQUIRES_OK(context, context->allocate_output(0, input.shape(), &output));
+    OP_REQUIRES_OK(context, AllocateRows(context, input, &output, &rows, &channels));
     if (rows == 0) return;
     const float* x = input.flat<float>().data();
     float* y = output->flat<float>().data();
@@ -205,14 +208,10 @@ class LrnGradOp : public OpKernel {
                                 gradients.shape().DebugString(), ", ",
                                 input.shape().DebugString(), " and ",
                                 output.shape().DebugString()));
-    OP_REQUIRES(context, input.dims() >= 1,
-                InvalidArgument("input must have rank >= 1, got shape ",
-                                input.shape().DebugString()));
+    Tensor* backprops = nullptr;
     int64_t rows;
     int channels;
-    AsRows(input, &rows, &channels);
-    Tensor* backprops = nullptr;
-    OP_REQUIRES_OK(context, context->allocate_output(0, input.shape(), &backprops));
+    OP_REQUIRES_OK(context, AllocateRows(context, input, &backprops, &rows, &channels));
     if (rows == 0) return;
     const float* g = gradients.flat<float>().data();
     const float* x = input.flat<float>().data();
