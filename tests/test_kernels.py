@@ -168,3 +168,20 @@ def test_towers_on_gpus_use_the_plain_op_lrn(monkeypatch):
   assert run_loop.with_runnable_lrn(fused).lrn_impl == cfg.PORTABLE_LRN_IMPLS['fused']
   on_cpus = dataclasses.replace(fused, tower_devices=('/cpu:0', '/cpu:1'))
   assert run_loop.with_runnable_lrn(on_cpus) == on_cpus
+
+
+def test_a_failed_build_is_tried_once_per_process(monkeypatch):
+  attempts = []
+
+  def failing_build():
+    attempts.append(1)
+    raise kernels.KernelBuildError('compiling lrn_kernels.cc failed (exit 1)')
+
+  monkeypatch.setattr(kernels, '_library', None)
+  monkeypatch.setattr(kernels, '_failure', None)
+  monkeypatch.setattr(kernels, 'library_path', failing_build)
+  assert 'exit 1' in kernels.load_error()
+  assert 'exit 1' in kernels.load_error()
+  with pytest.raises(kernels.KernelBuildError, match='exit 1'):
+    kernels.load()
+  assert len(attempts) == 1

@@ -1,7 +1,7 @@
 """C++ kernels, compiled at first use with TensorFlow's own compile and link flags.
 
 `lrn` is the fused LRN (lrn_kernels.cc) behind `layers.local_response_norm(impl='fused')`.
-Building once takes ~30 s with g++; the library is cached under $ALEXNET_TF_KERNEL_CACHE
+Building once takes 10-30 s with g++; the library is cached under $ALEXNET_TF_KERNEL_CACHE
 (default ~/.cache/alexnet_tf/kernels), keyed by the source, the TensorFlow version, the
 flags and the CPU, so a new TF or a changed kernel rebuilds and nothing stale is loaded.
 The compiler is $CXX, default g++.
@@ -35,6 +35,7 @@ LRN_ATTRS = ('depth_radius', 'bias', 'alpha', 'beta')
 
 _lock = threading.Lock()
 _library = None
+_failure = None  # the KernelBuildError of this process's one attempt, raised again after it
 
 
 class KernelBuildError(RuntimeError):
@@ -65,7 +66,7 @@ def library_path(cache_dir=None, compiler=None) -> Path:
   compiler = compiler or os.environ.get(COMPILER_ENV, 'g++')
   cache = Path(cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
   key = hashlib.sha256()
-  for part in (SOURCE.read_bytes(), tf.__version__.encode(), compiler.encode(),
+  for part in (SOURCE.read_bytes(), tf.__version__.encode(),
                ' '.join(compile_command(SOURCE, Path('out'), compiler)).encode(),
                _cpu_model().encode()):
     key.update(part)
@@ -82,7 +83,7 @@ def library_path(cache_dir=None, compiler=None) -> Path:
   fd, tmp = tempfile.mkstemp(suffix='.so.tmp', dir=cache)
   os.close(fd)
   command = compile_command(SOURCE, Path(tmp), compiler)
-  log.info('building the fused LRN kernel once (~30 s): %s', shlex.join(command))
+  log.info('building the fused LRN kernel once (10-30 s): %s', shlex.join(command))
   try:
     result = subprocess.run(command, capture_output=True, text=True, check=False)
   except FileNotFoundError as e:
@@ -106,15 +107,21 @@ def _lrn_gradient(op, grad):
 
 def load():
   """The loaded kernel library (its Python op wrappers), built if needed; once per process."""
-  global _library  # pylint: disable=global-statement
+  global _library, _failure  # pylint: disable=global-statement
   with _lock:
+    if _failure is not None:
+      raise _failure  # a failed build is not retried (it may take as long as a build)
     if _library is None:
-      path = library_path()
       try:
-        library = tf.load_op_library(str(path))
-      except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
-        raise KernelBuildError(f'loading {path} failed: {e.message}; delete it to rebuild'
-                               ) from e
+        path = library_path()
+        try:
+          library = tf.load_op_library(str(path))
+        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
+          raise KernelBuildError(f'loading {path} failed: {e.message}; delete it to rebuild'
+                                 ) from e
+      except KernelBuildError as e:
+        _failure = e
+        raise
       tf.RegisterGradient('AlexnetLrn')(_lrn_gradient)
       _library = library
   return _library
