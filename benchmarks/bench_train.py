@@ -131,6 +131,11 @@ def median_round(measured):
               rounds_images_per_sec=[m['images_per_sec'] for m in measured])
 
 
+def per_round_ratios(measured, baseline):
+  """images/s of each round's measurement over the same round's baseline."""
+  return [m['images_per_sec'] / b['images_per_sec'] for m, b in zip(measured, baseline)]
+
+
 def measure_in_rounds(net, impls, args, steps, num_classes, data_dir, work_dir):
   """Each round times the bare step of every LRN implementation and then the product loop,
   so the ratios compare measurements taken minutes apart, not a whole run apart.
@@ -154,11 +159,9 @@ def measure_in_rounds(net, impls, args, steps, num_classes, data_dir, work_dir):
                                args.warmup, steps, model_dir))
     finally:
       shutil.rmtree(model_dir, ignore_errors=True)
-  speedups = {impl: [m['images_per_sec'] / b['images_per_sec']
-                     for m, b in zip(runs[impl], runs[impls[0]])] for impl in impls}
+  speedups = {impl: per_round_ratios(runs[impl], runs[impls[0]]) for impl in impls}
   default = loops[0]['lrn_impl']
-  loop_ratios = ([m['images_per_sec'] / b['images_per_sec']
-                  for m, b in zip(loops, runs[default])] if default in runs else [])
+  loop_ratios = per_round_ratios(loops, runs[default]) if default in runs else []
   return ({impl: median_round(m) for impl, m in runs.items()}, median_round(loops), speedups,
           loop_ratios)
 
@@ -233,13 +236,13 @@ def report(results, impls):
       line += (f'; product loop / bare step = {ratio:.3f} '
                f'({"meets" if ratio >= TARGET_LOOP_RATIO else "misses"} >= {TARGET_LOOP_RATIO})')
     print(line)
-    if len(r.get('loop_over_bare_rounds', ())) > 1:
-      print(f'{net}: product loop / bare step, per round: '
-            + ', '.join(f'{x:.3f}' for x in r['loop_over_bare_rounds']))
-    for impl, ratios in r['lrn_speedup_rounds_vs_' + impls[0]].items():
-      if impl != impls[0] and len(ratios) > 1:
-        print(f'{net}: {bare_label(impl)} / {impls[0]}, per round: '
-              + ', '.join(f'{x:.3f}' for x in ratios))
+    per_round = [('product loop / bare step', r.get('loop_over_bare_rounds', ()))]
+    per_round += [(f'{bare_label(impl)} / {impls[0]}', ratios)
+                  for impl, ratios in r['lrn_speedup_rounds_vs_' + impls[0]].items()
+                  if impl != impls[0]]
+    for what, ratios in per_round:
+      if len(ratios) > 1:
+        print(f'{net}: {what}, per round: ' + ', '.join(f'{x:.3f}' for x in ratios))
 
 
 if __name__ == '__main__':
