@@ -159,6 +159,9 @@ CIFAR10_MODEL = ModelConfig(
 )
 
 
+SUBTRACT_MEAN_MODES = ('pixel', 'rgb', 'none')
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """The input pipeline: augmentation of the paper's section 4.1 and test-time crops."""
@@ -171,9 +174,30 @@ class DataConfig:
   cycle_length: int = 4  # shards read in parallel
   cache_decoded: bool = False  # keep decoded images in memory (small datasets only)
 
+  def __post_init__(self):
+    if self.subtract_mean not in SUBTRACT_MEAN_MODES:
+      raise ValueError(f'DataConfig.subtract_mean must be one of {SUBTRACT_MEAN_MODES}, got '
+                       f'{self.subtract_mean!r}')
+    _require(self.crop_size > 0, f'DataConfig.crop_size must be positive, got {self.crop_size}')
+    _require(self.pad >= 0, f'DataConfig.pad must be >= 0, got {self.pad}')
+    _require(self.pca_lighting_std >= 0,
+             f'DataConfig.pca_lighting_std must be >= 0, got {self.pca_lighting_std}')
+    _require(self.shuffle_buffer >= 1,
+             f'DataConfig.shuffle_buffer must be >= 1, got {self.shuffle_buffer}')
+    _require(self.cycle_length >= 1,
+             f'DataConfig.cycle_length must be >= 1, got {self.cycle_length}')
+
+
+def _require(condition: bool, message: str) -> None:
+  if not condition:
+    raise ValueError(message)
+
 
 IMAGENET_DATA = DataConfig(crop_size=227)
 CIFAR10_DATA = DataConfig(crop_size=32, pad=4, cache_decoded=True)
+
+
+SCHEDULES = ('plateau', 'step')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,12 +218,44 @@ class TrainConfig:
   keep_checkpoints: int = 5  # the last N, plus the best one kept separately
   seed: Optional[int] = None  # graph-level seed; None: nondeterministic
 
+  def __post_init__(self):
+    _require(self.batch_size >= 1, f'TrainConfig.batch_size must be >= 1, got {self.batch_size}')
+    _require(self.learning_rate > 0,
+             f'TrainConfig.learning_rate must be positive, got {self.learning_rate}')
+    _require(0 <= self.momentum < 1, f'TrainConfig.momentum must be in [0, 1), got {self.momentum}')
+    _require(self.weight_decay >= 0,
+             f'TrainConfig.weight_decay must be >= 0, got {self.weight_decay}')
+    if self.schedule not in SCHEDULES:
+      raise ValueError(f'TrainConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}')
+    _require(0 < self.lr_decay_factor <= 1,
+             f'TrainConfig.lr_decay_factor must be in (0, 1], got {self.lr_decay_factor}')
+    _require(self.plateau_patience >= 1,
+             f'TrainConfig.plateau_patience must be >= 1, got {self.plateau_patience}')
+    _require(self.max_decays >= 0, f'TrainConfig.max_decays must be >= 0, got {self.max_decays}')
+    bounds = tuple(self.step_boundaries_epochs)
+    _require(all(b > 0 for b in bounds) and all(b > a for a, b in zip(bounds, bounds[1:])),
+             f'TrainConfig.step_boundaries_epochs must be positive and increasing, got {bounds}')
+    _require(self.epochs > 0, f'TrainConfig.epochs must be positive, got {self.epochs}')
+    _require(self.max_steps is None or self.max_steps >= 1,
+             f'TrainConfig.max_steps must be None or >= 1, got {self.max_steps}')
+    _require(self.eval_every_epochs > 0,
+             f'TrainConfig.eval_every_epochs must be positive, got {self.eval_every_epochs}')
+    _require(self.keep_checkpoints >= 1,
+             f'TrainConfig.keep_checkpoints must be >= 1, got {self.keep_checkpoints}')
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+  """The whole run; the rules between its parts are checked here, once."""
   model: ModelConfig
   data: DataConfig
   train: TrainConfig
+
+  def __post_init__(self):
+    if self.data.crop_size != self.model.image_size:
+      raise ValueError(f'the {self.model.name} net takes {self.model.image_size}x'
+                       f'{self.model.image_size} inputs, but DataConfig.crop_size is '
+                       f'{self.data.crop_size}: they must be equal')
 
 
 CONFIGS = {
