@@ -1,24 +1,30 @@
-"""Shared data fixtures: real CIFAR-10 JPEGs, a tiny official-format CIFAR-10 archive, and a
-reader for converted shards.
+"""Shared data fixtures: CIFAR-10-shaped JPEGs (real ones, or photos when the shared data is
+absent), a tiny official-format CIFAR-10 archive, and a reader for converted shards.
 
-The real images come from ../shared/data/cifar10-train-jpeg.tar.gz (beside the checkout),
-which holds cifar10-jpeg/train/<class>/<nnnn>.jpg, 5,000 32x32 RGB JPEGs per class. Only a
-subset is extracted, into pytest's temporary directory; nothing is copied into the repo.
+The real images come from cifar10-train-jpeg.tar.gz in the shared data directory:
+$ALEXNET_TF_SHARED_DATA if set, else ../shared/data beside the checkout. The tarball holds
+cifar10-jpeg/train/<class>/<nnnn>.jpg, 5,000 32x32 RGB JPEGs per class; only a subset is
+extracted, into pytest's temporary directory. Without it (a fresh clone elsewhere, or the
+variable set to '' or a missing path) the same tree is cut from scikit-image's bundled sample
+photographs (tests/photos.py), so no test needs the shared data. The session's header names
+the source.
 """
 
 import io
+import os
 import pathlib
 import pickle
 import tarfile
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import pytest
 
 import alexnet_tf  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before any test imports TF)
+import photos
 
-SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data'
-CIFAR10_JPEG_TARBALL = SHARED_DATA / 'cifar10-train-jpeg.tar.gz'
+SHARED_DATA_ENV = 'ALEXNET_TF_SHARED_DATA'
+DEFAULT_SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'data'
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse',
                    'ship', 'truck')
 CIFAR10_SUBSET_PER_CLASS = 30
@@ -26,17 +32,35 @@ CIFAR10_SUBSET_PER_CLASS = 30
 FAKE_CIFAR10_BATCH_SIZE = 20
 
 
-def extract_cifar10_jpeg_subset(dest: pathlib.Path, per_class: int) -> pathlib.Path:
+def _real_tarball(directory: str) -> Optional[pathlib.Path]:
+  """directory/cifar10-train-jpeg.tar.gz if it is there, else None. An empty `directory`
+  hides the shared data, as a missing one does (rather than meaning the current directory)."""
+  tarball = pathlib.Path(directory, 'cifar10-train-jpeg.tar.gz')
+  return tarball if directory and tarball.is_file() else None
+
+
+# Read once, so that the header and every fixture of the session agree.
+SHARED_DATA_DIR = os.environ.get(SHARED_DATA_ENV, str(DEFAULT_SHARED_DATA))
+CIFAR10_JPEG_TARBALL = _real_tarball(SHARED_DATA_DIR)  # None: the photo stand-in is used
+
+
+def pytest_report_header():
+  if CIFAR10_JPEG_TARBALL:
+    return f'CIFAR-10 JPEGs: the real ones, from {CIFAR10_JPEG_TARBALL}'
+  why = (f'no {SHARED_DATA_DIR}/cifar10-train-jpeg.tar.gz' if SHARED_DATA_DIR
+         else f'${SHARED_DATA_ENV} is empty')
+  return f'CIFAR-10 JPEGs: patches of scikit-image sample photos ({why})'
+
+
+def extract_cifar10_jpeg_subset(tarball: pathlib.Path, dest: pathlib.Path,
+                                per_class: int) -> pathlib.Path:
   """Extracts the first `per_class` JPEGs of every class of the real tarball.
 
   Returns:
     The root `dest/cifar10-jpeg`, holding train/<class>/<nnnn>.jpg.
   """
-  if not CIFAR10_JPEG_TARBALL.is_file():
-    raise FileNotFoundError(f'{CIFAR10_JPEG_TARBALL} is missing: the shared data directory '
-                            f'must sit beside the checkout')
   taken = {}
-  with tarfile.open(CIFAR10_JPEG_TARBALL) as archive:
+  with tarfile.open(tarball) as archive:
     for member in archive:
       parts = member.name.split('/')  # cifar10-jpeg/train/<class>/<nnnn>.jpg
       if not member.isfile() or len(parts) != 4 or '..' in parts:
@@ -51,13 +75,16 @@ def extract_cifar10_jpeg_subset(dest: pathlib.Path, per_class: int) -> pathlib.P
 
 @pytest.fixture(scope='session')
 def cifar10_jpeg_subset(tmp_path_factory) -> pathlib.Path:
-  """Real CIFAR-10 training JPEGs, CIFAR10_SUBSET_PER_CLASS per class.
+  """CIFAR10_SUBSET_PER_CLASS 32x32 RGB JPEGs of each of CIFAR10_CLASSES: the real
+  CIFAR-10 training images when the shared data is there, else photo patches.
 
-  Returns the root, which holds train/<class>/<nnnn>.jpg (the tarball's layout). Read-only:
-  tests that change the tree must copy it.
+  Returns the root, named cifar10-jpeg, which holds train/<class>/<nnnn>.jpg (the tarball's
+  layout). Read-only: tests that change the tree must copy it.
   """
-  return extract_cifar10_jpeg_subset(tmp_path_factory.mktemp('cifar10_jpeg'),
-                                     CIFAR10_SUBSET_PER_CLASS)
+  dest = tmp_path_factory.mktemp('cifar10_jpeg')
+  if CIFAR10_JPEG_TARBALL:
+    return extract_cifar10_jpeg_subset(CIFAR10_JPEG_TARBALL, dest, CIFAR10_SUBSET_PER_CLASS)
+  return photos.write_photo_tree(dest, CIFAR10_CLASSES, CIFAR10_SUBSET_PER_CLASS)
 
 
 @pytest.fixture(scope='session')

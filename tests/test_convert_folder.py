@@ -1,4 +1,5 @@
-"""Folder mode on real CIFAR-10 JPEGs (a subset of ../shared/data/cifar10-train-jpeg.tar.gz)."""
+"""Folder mode on CIFAR-10-shaped JPEG trees: the `cifar10_jpeg_subset` fixture (real CIFAR-10,
+or photo patches without the shared data; see conftest.py)."""
 
 import collections
 import io
@@ -9,12 +10,14 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from PIL.JpegImagePlugin import get_sampling
 
 from alexnet_tf import records
 from alexnet_tf.convert import folder
 from alexnet_tf.convert import writer
 from alexnet_tf.convert.errors import ConversionError
 from conftest import CIFAR10_CLASSES, CIFAR10_SUBSET_PER_CLASS
+import photos
 
 
 @pytest.fixture(scope='module')
@@ -104,6 +107,20 @@ def test_workers_do_not_change_the_output(cifar10_subset_records, cifar10_jpeg_s
   for name in sorted(os.listdir(cifar10_subset_records)):
     if os.path.isfile(cifar10_subset_records / name):
       assert (tmp_path / name).read_bytes() == (cifar10_subset_records / name).read_bytes(), name
+
+
+def test_the_photo_stand_in_is_encoded_as_the_real_tree(cifar10_jpeg_subset, tmp_path):
+  """Without the shared data every test reads photos.write_photo_tree's files instead; they
+  have the tarball's names, size and encoding (quality 75, 4:2:0), so the tests see the same
+  kind of file either way. (Trivially true in a session that reads the stand-in itself.)"""
+  stand_in = photos.write_photo_tree(tmp_path, CIFAR10_CLASSES[:2], 3)
+  made = sorted(stand_in.rglob('*.jpg'))
+  assert len(made) == 6
+  for path in made:
+    ours, real = Image.open(path), Image.open(cifar10_jpeg_subset / path.relative_to(stand_in))
+    assert (ours.format, ours.size, ours.mode) == (real.format, real.size, real.mode) == (
+        'JPEG', (32, 32), 'RGB')
+    assert get_sampling(ours) == get_sampling(real) and ours.quantization == real.quantization
 
 
 @pytest.fixture
