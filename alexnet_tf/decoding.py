@@ -1,0 +1,126 @@
+"""Encoded images -> uint8 RGB pixels: whole, one crop window, or brought to the stored size.
+
+Stored images are JPEG (the converter's default) or PNG (CIFAR-10's lossless option); the
+format is a property of each example, so it is looked at per image (`tf.io.is_jpeg`, a few
+microseconds).
+"""
+
+from typing import Optional, Tuple
+
+import tensorflow as tf
+
+from alexnet_tf import image_ops
+
+
+def decode_image(encoded: tf.Tensor) -> tf.Tensor:
+  """A JPEG, PNG, GIF or BMP file (string []) -> uint8 RGB [H, W, 3]."""
+  image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+  image.set_shape([None, None, 3])
+  return image
+
+
+def jpeg_crop_window(offset, crop_size: int, width) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Where `tf.io.decode_and_crop_jpeg` must decode a crop to get a full decode's pixels.
+
+  With subsampled chroma (4:2:0, the JPEG default) libjpeg upsamples a partial decode as if
+  the image ended at the decoded region, so window columns on a 16-pixel boundary would
+  differ from a full decode by up to ~30 levels. Decoding one more column on each side
+  (where the image has one) gives every window column its real neighbours.
+
+  Args:
+    offset: int32 [..., 2], the (y, x) corners of crop_size windows.
+    width: the image width, an int or an int32 tensor broadcastable to [...].
+
+  Returns:
+    (int32 [..., 4]: the crop_window (y, x, height, width) to decode, int32 [..., 3]: the
+    begin (0, left, 0) of the crop in the decoded region, for `tf.slice`).
+  """
+  offset = tf.cast(offset, tf.int32)
+  y, x = offset[..., 0], offset[..., 1]
+  left = tf.minimum(x, 1)
+  right = tf.minimum(width - x - crop_size, 1)
+  window = tf.stack([y, x - left, tf.fill(tf.shape(y), crop_size),
+                     crop_size + left + right], axis=-1)
+  zeros = tf.zeros_like(left)
+  return window, tf.stack([zeros, left, zeros], axis=-1)
+
+
+def decode_window(encoded: tf.Tensor, position, crop_size: int,
+                  stored_size: Optional[Tuple[int, int]] = None) -> Tuple[tf.Tensor, tf.Tensor]:
+  """The crop_size window at a uniform `position` of an encoded image, decoding little else.
+
+  JPEG: the fused `tf.io.decode_and_crop_jpeg` of the window (pixel for pixel a full
+  decode's, see `jpeg_crop_window`); other formats are decoded whole and sliced.
+
+  Args:
+    encoded: string [], a JPEG or PNG file.
+    position: float32 [2] on [0, 1): where the window lies (`image_ops.window_offset`).
+    stored_size: (height, width) of every stored image when the dataset has one size: no
+      per-image size look-up. None: each image's own size, which must hold the crop
+      (InvalidArgumentError at run time if not).
+
+  Returns:
+    (uint8 [crop, crop, 3], int32 [2]: the window's corner (y, x) in the stored image).
+  """
+  def offset_for(height, width):
+    if stored_size is not None:
+      return image_ops.window_offset(position, height, width, crop_size)
+    check = tf.debugging.assert_greater_equal(
+        tf.minimum(height, width), crop_size,
+        message=f'a stored image is smaller than the {crop_size}x{crop_size} crop')
+    with tf.control_dependencies([check]):
+      return image_ops.window_offset(position, height, width, crop_size)
+
+  def from_jpeg():
+    height, width = stored_size or tf.unstack(tf.io.extract_jpeg_shape(encoded)[:2])
+    offset = offset_for(height, width)
+    window, begin = jpeg_crop_window(offset, crop_size, width)
+    wider = tf.io.decode_and_crop_jpeg(encoded, window, channels=3)
+    return tf.slice(wider, begin, [crop_size, crop_size, 3]), offset
+
+  def from_other():
+    image = decode_image(encoded)
+    offset = offset_for(*image_ops.spatial_size(image))
+    return image_ops.crop(image, offset, crop_size), offset
+
+  image, offset = tf.cond(tf.io.is_jpeg(encoded), from_jpeg, from_other)
+  image.set_shape([crop_size, crop_size, 3])
+  return image, offset
+
+
+def resize_to_stored(image: tf.Tensor, size: int) -> tf.Tensor:
+  """An arbitrary uint8 image [H, W, 3] brought to the stored size: uint8 [size, size, 3].
+
+  Like the converter (`convert.images.resize_center_crop`, paper section 2): the central
+  min(H, W) square, rescaled to size x size with an antialiased bicubic filter (Keys, a=-0.5,
+  as Pillow's BICUBIC), by one resampling of the source. An image already size x size is
+  returned unchanged, so a JPEG of the stored size gets exactly the ops of the TFRecord eval
+  path. Other sizes agree with the converter's Pillow output within a few levels (Pillow
+  resamples in fixed point).
+  """
+  image = tf.convert_to_tensor(image)
+  shape = tf.shape(image)
+
+  def resample():  # its ops run only for images not already size x size
+    height, width = shape[0], shape[1]
+    side = tf.cast(tf.minimum(height, width), tf.float32)
+    scale = size / side
+    # ScaleAndTranslate samples input position (x + 0.5 - t) / scale for output pixel x;
+    # t = -left * scale puts the (possibly half-pixel) left edge of the square at 0.
+    left = (tf.cast(width, tf.float32) - side) / 2.0
+    top = (tf.cast(height, tf.float32) - side) / 2.0
+    resized = tf.raw_ops.ScaleAndTranslate(
+        images=tf.cast(image, tf.float32)[tf.newaxis], size=[size, size],
+        scale=tf.stack([scale, scale]), translation=tf.stack([-top * scale, -left * scale]),
+        kernel_type='keyscubic', antialias=True)[0]
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+  same = tf.reduce_all(tf.equal(shape[:2], size))  # four small ops on every served request
+  result = tf.cond(same, lambda: tf.identity(image), resample)
+  result.set_shape([size, size, 3])
+  return result
+
+
+def decode_for_serving(encoded: tf.Tensor, size: int) -> tf.Tensor:
+  """Any JPEG/PNG/GIF/BMP file -> uint8 [size, size, 3], as the converter would store it."""
+  return resize_to_stored(decode_image(encoded), size)
