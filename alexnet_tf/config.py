@@ -13,10 +13,9 @@ from typing import Optional, Tuple
 FULL = 'full'  # the layer reads the maps of both towers (the paper's cross-GPU connection)
 OWN = 'own'  # the layer reads only its own tower's maps
 
+# The names of alexnet_tf.lrn.IMPLEMENTATIONS (the registry, which imports TensorFlow), for
+# ModelConfig validation and flag choices; a test keeps the two equal.
 LRN_IMPLS = ('reference', 'banded', 'banded_grad', 'fused')
-# 'fused' is a C++ kernel of this package (alexnet_tf/kernels), loaded only in its own
-# processes; graphs that are exported for TF Serving use this plain-op equivalent instead.
-PORTABLE_LRN_IMPLS = {'fused': 'banded_grad'}
 
 
 @dataclasses.dataclass(frozen=True)

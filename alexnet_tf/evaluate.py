@@ -3,7 +3,8 @@
 From a training run's checkpoint (`--model-dir`, default the best checkpoint) or from an
 exported SavedModel (`--saved-model`), on a split of a converted dataset. Prints a table and
 writes JSON. Compare 10-crop numbers with the paper's 10-crop numbers, centre-crop numbers
-with the paper's "without 10-crop" row (spec section 7: a common mix-up).
+with the paper's "without 10-crop" row (spec section 7: a common mix-up). Whatever the
+data, the images get the model's own training mean.
 """
 
 import argparse
@@ -14,8 +15,10 @@ import sys
 from typing import Dict, Optional
 
 import numpy as np
+import tensorflow as tf
 
-from alexnet_tf import cli_logging, records
+from alexnet_tf import cli_logging, export, input_pipeline, records, rundir
+from alexnet_tf import estimator as estimator_lib
 
 log = logging.getLogger('alexnet_tf.evaluate')
 
@@ -26,35 +29,48 @@ TEN_CROP = 'ten_crop'
 def evaluate_checkpoint(model_dir: str, checkpoint: str = 'best', data_dir: Optional[str] = None,
                         split: str = records.VALIDATION,
                         batch_size: int = 100) -> Dict[str, Dict[str, float]]:
-  """{'centre_crop': {...}, 'ten_crop': {...}} with top1_error, top5_error, examples."""
-  from alexnet_tf import input_pipeline, run_loop  # pylint: disable=import-outside-toplevel
-  run = run_loop.load_run(model_dir, data_dir)
-  path = run_loop.resolve_checkpoint(model_dir, checkpoint)
-  estimator = run_loop.make_estimator(run.config, run.metadata, model_dir)
+  """{'centre_crop': {...}, 'ten_crop': {...}} with top1_error, top5_error, cross_entropy
+  (of the prediction: the averaged softmax for 10-crop) and examples.
+
+  On any `data_dir` the images get the run's training mean (`rundir.training_mean`), the
+  one the model learned with, not the mean of the data being evaluated.
+  """
+  run = rundir.load_run(model_dir, data_dir)
+  path = rundir.resolve_checkpoint(model_dir, checkpoint)
+  mean = rundir.training_mean(model_dir)
+  estimator = estimator_lib.make_estimator(run.config, run.metadata, model_dir)
   results = {}
   for name, ten_crop in ((CENTRE, False), (TEN_CROP, True)):
     input_fn = input_pipeline.make_input_fn(run.data_dir, split, run.config.data, batch_size,
-                                            training=False, ten_crop=ten_crop)
+                                            training=False, ten_crop=ten_crop, mean=mean)
     metrics = estimator.evaluate(input_fn, checkpoint_path=path, name=f'{split}_{name}')
     results[name] = _errors(metrics['top1_accuracy'], metrics['top5_accuracy'],
-                            run.metadata.counts[split])
+                            metrics['cross_entropy'], run.metadata.counts[split])
   results['checkpoint'] = path
   return results
 
 
 def evaluate_saved_model(saved_model_dir: str, data_dir: str, split: str = records.VALIDATION,
                          batch_size: int = 100) -> Dict[str, Dict[str, float]]:
-  """The same table from a SavedModel, through its float-image signature."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from alexnet_tf import export, input_pipeline  # pylint: disable=import-outside-toplevel
+  """The same table from a SavedModel, through its float-image signature.
+
+  The crops get the training mean stored with the export (`export.read_exported_mean`);
+  an export from before it was stored gets the mean of `data_dir`, with a warning.
+  """
   config, _ = export.read_exported_config(saved_model_dir)
+  mean = export.read_exported_mean(saved_model_dir)
+  if mean is None and config.data.subtract_mean != 'none':
+    log.warning('%s stores no training mean (exported by an older alexnet_tf): subtracting '
+                'the mean of %s, which is right only if the model trained on its data',
+                saved_model_dir, data_dir)
   model = tf.saved_model.load(saved_model_dir, tags=['serve'])
   predict = model.signatures[export.FLOAT_SERVING_SIGNATURE]
   results = {}
   for name, ten_crop in ((CENTRE, False), (TEN_CROP, True)):
     dataset = input_pipeline.make_dataset(data_dir, split, config.data, batch_size,
-                                          training=False, ten_crop=ten_crop)
+                                          training=False, ten_crop=ten_crop, mean=mean)
     top1 = top5 = count = 0
+    cross_entropy = 0.0
     for features, labels in dataset:
       images = features['image']
       crops = images.shape[1] if ten_crop else 1
@@ -65,15 +81,18 @@ def evaluate_saved_model(saved_model_dir: str, data_dir: str, split: str = recor
       labels = labels.numpy()
       top1 += int(np.sum(top[:, 0] == labels))
       top5 += int(np.sum(np.any(top == labels[:, None], axis=1)))
+      # As model_fn's metric: the cross-entropy of the prediction, floored at 1e-12.
+      cross_entropy -= float(np.sum(np.log(np.maximum(
+          probabilities[np.arange(len(labels)), labels], 1e-12))))
       count += len(labels)
-    results[name] = _errors(top1 / count, top5 / count, count)
+    results[name] = _errors(top1 / count, top5 / count, cross_entropy / count, count)
   results['saved_model'] = saved_model_dir
   return results
 
 
-def _errors(top1_accuracy, top5_accuracy, examples):
+def _errors(top1_accuracy, top5_accuracy, cross_entropy, examples):
   return {'top1_error': 1.0 - float(top1_accuracy), 'top5_error': 1.0 - float(top5_accuracy),
-          'examples': int(examples)}
+          'cross_entropy': float(cross_entropy), 'examples': int(examples)}
 
 
 def format_table(results) -> str:

@@ -12,6 +12,9 @@ subtraction, centre crop), so a client sends file bytes and nothing else:
       top5_class_names string [-1, 5]
   signature 'float_images:serving_default' (predict): images float [-1, S, S, 3], already
       preprocessed (RGB, 0-255 minus the training mean, cropped), -> the same outputs.
+  assets.extra/alexnet_config.json   the config and class names (evaluate --saved-model)
+  assets.extra/train_mean.npy        the training mean those float images have subtracted
+                                     (absent for subtract_mean='none')
 """
 
 import argparse
@@ -22,10 +25,12 @@ import sys
 import tempfile
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import config as config_lib
-from alexnet_tf import cli_logging, input_pipeline, preprocessing, records
+from alexnet_tf import cli_logging, lrn, preprocessing, records, rundir
+from alexnet_tf import estimator as estimator_lib
 from alexnet_tf.config import Config
 
 tf1 = tf.compat.v1
@@ -37,6 +42,7 @@ FLOAT_SIGNATURE = 'float_images'  # the receiver alternative; TF names it 'float
 SERVING_SIGNATURE = 'serving_default'
 FLOAT_SERVING_SIGNATURE = f'{FLOAT_SIGNATURE}:{SERVING_SIGNATURE}'
 CONFIG_ASSET = 'alexnet_config.json'  # in assets.extra/
+MEAN_ASSET = 'train_mean.npy'  # in assets.extra/: the mean the float signature's inputs lack
 
 
 def serving_input_receiver_fn(config: Config, metadata: records.DatasetMetadata, mean):
@@ -79,19 +85,41 @@ def serving_input_receiver_fn(config: Config, metadata: records.DatasetMetadata,
 
 
 def export_saved_model(estimator: tf.estimator.Estimator, config: Config,
-                       metadata: records.DatasetMetadata, data_dir: str, export_dir_base: str,
-                       checkpoint_path: Optional[str] = None) -> str:
-  """Exports `checkpoint_path` (default: the newest) to `export_dir_base/<timestamp>/`."""
-  mean = input_pipeline.load_mean(data_dir, config.data, metadata)
+                       metadata: records.DatasetMetadata, mean: Optional[np.ndarray],
+                       export_dir_base: str, checkpoint_path: Optional[str] = None) -> str:
+  """Exports `checkpoint_path` (default: the newest) to `export_dir_base/<timestamp>/`.
+
+  `mean` is the training mean ([H, W, 3], [3] or None: `rundir.training_mean`): the receiver
+  subtracts it, and it is stored in assets.extra for clients of the float signature.
+  """
   with tempfile.TemporaryDirectory() as tmp:
     # The config travels with the model: evaluate --saved-model needs the crop settings.
-    config_path = os.path.join(tmp, CONFIG_ASSET)
-    with open(config_path, 'w', encoding='utf-8') as f:
+    assets = {CONFIG_ASSET: os.path.join(tmp, CONFIG_ASSET)}
+    with open(assets[CONFIG_ASSET], 'w', encoding='utf-8') as f:
       json.dump({'config': config_lib.to_dict(config), 'classes': list(metadata.classes)}, f)
+    if mean is not None:
+      assets[MEAN_ASSET] = os.path.join(tmp, MEAN_ASSET)
+      np.save(assets[MEAN_ASSET], np.asarray(mean, np.float32))
     path = estimator.export_saved_model(
         export_dir_base, serving_input_receiver_fn(config, metadata, mean),
-        assets_extra={CONFIG_ASSET: config_path}, checkpoint_path=checkpoint_path)
+        assets_extra=assets, checkpoint_path=checkpoint_path)
   return path.decode() if isinstance(path, bytes) else path
+
+
+def export_run(model_dir: str, export_dir_base: Optional[str] = None, checkpoint: str = 'best',
+               data_dir: Optional[str] = None) -> str:
+  """Exports a training run's checkpoint ('best', 'latest' or a path) with its training mean
+  to `export_dir_base` (default MODEL_DIR/export); returns the SavedModel's directory.
+
+  `data_dir` overrides the dataset the class names come from. Never builds the fused LRN
+  kernel: the Estimator is made for lrn.EXPORT.
+  """
+  run = rundir.load_run(model_dir, data_dir)
+  path = rundir.resolve_checkpoint(model_dir, checkpoint)
+  estimator = estimator_lib.make_estimator(run.config, run.metadata, model_dir,
+                                           purpose=lrn.EXPORT)
+  return export_saved_model(estimator, run.config, run.metadata, rundir.training_mean(model_dir),
+                            export_dir_base or os.path.join(model_dir, 'export'), path)
 
 
 def read_exported_config(saved_model_dir: str):
@@ -103,6 +131,13 @@ def read_exported_config(saved_model_dir: str):
   with open(path, encoding='utf-8') as f:
     raw = json.load(f)
   return config_lib.from_dict(raw['config']), tuple(raw['classes'])
+
+
+def read_exported_mean(saved_model_dir: str) -> Optional[np.ndarray]:
+  """The training mean stored with an export ([H, W, 3] or [3]), None if it has none
+  (subtract_mean='none', or an export from before the mean was stored)."""
+  path = os.path.join(saved_model_dir, 'assets.extra', MEAN_ASSET)
+  return np.load(path) if os.path.isfile(path) else None
 
 
 def latest_export(export_dir_base: str) -> str:
@@ -122,18 +157,12 @@ def main(argv=None) -> int:
   parser.add_argument('--checkpoint', default='best',
                       help='"best" (model-dir/best, the default), "latest", or a checkpoint path')
   parser.add_argument('--export-dir', help='export base (default: MODEL_DIR/export)')
-  parser.add_argument('--data-dir', help='dataset for the mean image and class names '
-                      '(default: the one the run trained on)')
+  parser.add_argument('--data-dir', help='dataset for the class names (default: the one '
+                      'the run trained on; the mean is always the training mean)')
   args = parser.parse_args(argv)
   cli_logging.setup()
-  from alexnet_tf import run_loop  # pylint: disable=import-outside-toplevel
   try:
-    run = run_loop.load_run(args.model_dir, args.data_dir)
-    checkpoint = run_loop.resolve_checkpoint(args.model_dir, args.checkpoint)
-    estimator = run_loop.make_estimator(run.config, run.metadata, args.model_dir)
-    path = export_saved_model(estimator, run.config, run.metadata, run.data_dir,
-                              args.export_dir or os.path.join(args.model_dir, 'export'),
-                              checkpoint)
+    path = export_run(args.model_dir, args.export_dir, args.checkpoint, args.data_dir)
   except (FileNotFoundError, ValueError) as e:
     log.error('%s', e)
     return 1

@@ -5,11 +5,10 @@ variable scope, so checkpoints have stable names (`alexnet/tower0/conv2/weights`
 `reuse` works as in any TF1 model. Nothing here knows about towers, datasets or losses.
 """
 
-import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import kernels
-from alexnet_tf.config import LRN_IMPLS, LRNConfig
+from alexnet_tf import lrn
+from alexnet_tf.config import LRNConfig
 
 tf1 = tf.compat.v1
 
@@ -92,7 +91,8 @@ def _check_exact_tiling(inputs, window, stride, padding, name):
 
 
 def local_response_norm(inputs, config: LRNConfig, impl='reference', name='lrn'):
-  """Local response normalisation across channels (paper section 3.3).
+  """Local response normalisation across channels (paper section 3.3), built by the
+  implementation `impl` of the registry `lrn.IMPLEMENTATIONS`.
 
   b[..., c] = a[..., c] / (bias + alpha * sum_{|c' - c| <= depth_radius} a[..., c']^2)^beta
 
@@ -100,131 +100,15 @@ def local_response_norm(inputs, config: LRNConfig, impl='reference', name='lrn')
     inputs: [batch, height, width, channels] (any rank >= 1 with a known last dimension for
       the banded implementations).
     config: the constants; `alpha` multiplies the plain sum (TF convention).
-    impl: one of `config.LRN_IMPLS`:
-      'reference': `tf.nn.local_response_normalization` and TF's `LRNGrad`.
-      'banded': the windowed sum of squares as a matrix product with a 0/1 band matrix
-        (the GEMM kernels), gradient by automatic differentiation.
-      'banded_grad': the band-matrix forward plus its own closed-form gradient, written with
-        the same windowed sum (`banded_grad_lrn`); the fastest made of TF ops.
-      'fused': the same closed form as two C++ kernels, one pass over memory each way
-        (`alexnet_tf.kernels`, compiled at first use); float32 only.
+    impl: one of `config.LRN_IMPLS` (see `alexnet_tf.lrn` for each): 'reference' (TF's op),
+      'banded', 'banded_grad', 'fused' (a C++ kernel, float32 only). Which one a model
+      gets on this machine is `lrn.resolve`'s decision, made before the graph is built.
     name: op name.
 
   Returns:
     [batch, height, width, channels], same dtype.
   """
-  if impl == 'reference':
-    return tf.nn.local_response_normalization(
-        inputs, depth_radius=config.depth_radius, bias=config.bias, alpha=config.alpha,
-        beta=config.beta, name=name)
-  if impl == 'banded':
-    return _banded_lrn(inputs, config, name)
-  if impl == 'banded_grad':
-    return banded_grad_lrn(inputs, config, name)
-  if impl == 'fused':
-    return kernels.lrn(inputs, config.depth_radius, config.bias, config.alpha, config.beta,
-                       name=name)
-  raise ValueError(f'unknown LRN implementation {impl!r}; use one of {LRN_IMPLS}')
-
-
-def lrn_band_matrix(channels, depth_radius, value=1.0):
-  """[channels, channels] matrix with `value` where |i - j| <= depth_radius, 0 elsewhere.
-
-  Right-multiplying [n, channels] rows by it sums each channel's window (clipped at the
-  first and last channel, as the LRN window is); it is symmetric, so it is its own transpose.
-  """
-  index = np.arange(channels)
-  band = np.abs(index[:, None] - index[None, :]) <= depth_radius
-  return (value * band).astype(np.float32)
-
-
-def _channels(inputs, name):
-  channels = inputs.shape[-1]
-  if inputs.shape.rank is None or channels is None:
-    raise ValueError(f'{name}: the channel dimension of the input must be known, got shape '
-                     f'{inputs.shape}')
-  return int(channels)
-
-
-def _banded_lrn(inputs, config, name):
-  with tf1.name_scope(name):
-    channels = _channels(inputs, name)
-    band = tf.constant(lrn_band_matrix(channels, config.depth_radius), dtype=inputs.dtype)
-    squares = tf.reshape(tf.square(inputs), [-1, channels])
-    window_sums = tf.reshape(tf.matmul(squares, band), tf.shape(inputs))
-    scale = tf.pow(config.bias + config.alpha * window_sums, -config.beta)
-    return tf.multiply(inputs, scale, name='output')
-
-
-def negative_power(x, beta):
-  """x ** -beta for x > 0, elementwise, same shape.
-
-  TF's CPU `Pow` is a scalar loop (measured: 3x the time of the rest of a forward LRN);
-  beta 0.75 (the paper's and Caffe's), 0.5 and 1 use the vectorised rsqrt/sqrt/reciprocal
-  kernels instead, any other beta exp(-beta * log(x)). All agree with `pow` to ~1e-7.
-  """
-  if beta == 0.75:
-    root = tf.math.rsqrt(x)  # x^-1/2
-    return root * tf.sqrt(root)  # x^-1/2 * x^-1/4
-  if beta == 0.5:
-    return tf.math.rsqrt(x)
-  if beta == 1.0:
-    return tf.math.reciprocal(x)
-  return tf.exp(-beta * tf.math.log(x))
-
-
-def banded_grad_lrn(inputs, config: LRNConfig, name='lrn'):
-  """LRN with band-matrix window sums in both directions and a closed-form gradient.
-
-  With S the windowed channel sum (a symmetric band matrix, S = S^T),
-    d = bias + alpha * S(x^2),   y = x * d^-beta,
-    dL/dx = g * d^-beta - 2 * alpha * beta * x * S(g * y / d)      (g = dL/dy),
-  because dy_i/dx_j = [i = j] d_i^-beta - 2 alpha beta x_i x_j d_i^(-beta-1) [|i - j| <= r].
-  Each S is one [n, C] x [C, C] GEMM (with alpha, resp. -2 alpha beta, folded into the band
-  and the bias fused into the forward one); everything else is a handful of elementwise
-  kernels over tensors kept from the forward pass. TF's `LRNGrad` on CPU instead recomputes
-  every window and calls `pow` per element and window position: measured 3-4x the cost of
-  this whole forward and backward pair. Values agree with the reference op to ~1e-6
-  relative (tests/test_lrn_impls.py).
-
-  Second derivatives would go through the backward's ops by automatic differentiation;
-  they are untested (TF's own `LRNGrad` has no gradient at all) and training needs none.
-
-  Args:
-    inputs: [..., channels] float, channels known (typically [batch, height, width, C]).
-    config: the LRN constants.
-    name: name scope.
-
-  Returns:
-    The same shape and dtype as `inputs`.
-  """
-  channels = _channels(inputs, name)
-  dtype = inputs.dtype
-  radius, alpha, beta = config.depth_radius, config.alpha, config.beta
-  with tf1.name_scope(name):
-    forward_band = tf.constant(lrn_band_matrix(channels, radius, alpha), dtype=dtype,
-                               name='forward_band')
-    backward_band = tf.constant(lrn_band_matrix(channels, radius, -2.0 * alpha * beta),
-                                dtype=dtype, name='backward_band')
-    bias = tf.fill([channels], tf.constant(config.bias, dtype))
-    shape = tf.shape(inputs)
-
-    @tf.custom_gradient
-    def lrn(x):
-      rows = tf.reshape(x, [-1, channels])  # [n, C]
-      # [n, C]: bias + alpha * window sums, as MatMul + BiasAdd (fused by the remapper)
-      denominator = tf.nn.bias_add(tf.matmul(tf.square(rows), forward_band), bias)
-      scale = negative_power(denominator, beta)  # [n, C]
-      outputs = rows * scale  # [n, C]
-
-      def grad(upstream):
-        g = tf.reshape(upstream, [-1, channels])  # [n, C]
-        window_grad = tf.matmul(g * outputs / denominator, backward_band)  # [n, C]
-        return tf.reshape(g * scale + rows * window_grad, shape)
-
-      return tf.reshape(outputs, shape), grad
-
-    return tf.identity(lrn(inputs), name='output')
+  return lrn.implementation(impl).build(inputs, config, name)
 
 
 def dropout(inputs, rate, training, name='dropout'):

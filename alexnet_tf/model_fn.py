@@ -5,7 +5,8 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
-from alexnet_tf.config import PORTABLE_LRN_IMPLS, ModelConfig, TrainConfig
+from alexnet_tf import lrn
+from alexnet_tf.config import ModelConfig, TrainConfig
 from alexnet_tf.layers import WEIGHTS
 from alexnet_tf.model import build_alexnet
 from alexnet_tf.schedule import LearningRateFn
@@ -42,11 +43,12 @@ def weight_decay_loss(weight_decay: float) -> tf.Tensor:
 
 def portable_model_config(model_config: ModelConfig) -> ModelConfig:
   """The net as PREDICT (exported) graphs build it: no device pins (TF Serving places the
-  graph on whatever the server has) and no op of our kernel library (TF Serving has none).
-  The variables and their names are the same, so training checkpoints load unchanged."""
+  graph on whatever the server has) and the LRN `lrn.resolve` gives exported graphs (no op
+  of our kernel library: TF Serving has none). The variables and their names are the same,
+  so training checkpoints load unchanged."""
   return dataclasses.replace(
       model_config, tower_devices=('',) * model_config.num_towers,
-      lrn_impl=PORTABLE_LRN_IMPLS.get(model_config.lrn_impl, model_config.lrn_impl))
+      lrn_impl=lrn.resolve(model_config.lrn_impl, lrn.EXPORT))
 
 
 def make_model_fn(model_config: ModelConfig, train_config: TrainConfig,

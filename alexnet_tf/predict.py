@@ -10,15 +10,15 @@ import os
 import sys
 from typing import List, Tuple
 
-from alexnet_tf import cli_logging
+import tensorflow as tf
+
+from alexnet_tf import cli_logging, export, model_fn
 
 log = logging.getLogger('alexnet_tf.predict')
 
 
 def load_predictor(saved_model: str):
   """The `serving_default` function of a SavedModel (or of the newest under an export base)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from alexnet_tf import export  # pylint: disable=import-outside-toplevel
   if not os.path.isfile(os.path.join(saved_model, 'saved_model.pb')):
     saved_model = export.latest_export(saved_model)
   model = tf.saved_model.load(saved_model, tags=['serve'])
@@ -39,8 +39,6 @@ def predict_file(predictor, path: str) -> List[Tuple[str, float]]:
   Raises:
     ValueError: naming the file, when it is not an image TF can decode.
   """
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from alexnet_tf import export, model_fn  # pylint: disable=import-outside-toplevel
   with open(path, 'rb') as f:
     data = f.read()
   try:

@@ -1,22 +1,18 @@
 """Learning-rate schedules of paper section 5.
 
 `plateau`: "divide the learning rate by 10 when the validation error rate stopped improving
-with the current learning rate". Its state lives in `schedule_state.json` in the model
-directory, written atomically after each evaluation, so a killed run continues with the rate
+with the current learning rate". Its state (`PlateauState`) is saved in the run directory
+after each evaluation (`rundir.save_schedule_state`), so a killed run continues with the rate
 it had; in the training graph the rate is a variable that the run loop sets after a decay.
 `step`: a fixed piecewise-constant schedule on the global step.
 """
 
 import dataclasses
-import json
-import os
 from typing import Callable, List, Optional, Sequence
 
 import tensorflow as tf
 
 from alexnet_tf.config import TrainConfig
-
-STATE_FILE = 'schedule_state.json'
 
 LearningRateFn = Callable[[tf.Tensor], tf.Tensor]
 
@@ -42,27 +38,6 @@ class PlateauState:
                                  decays=self.decays + 1, evals_without_improvement=0,
                                  last_eval_step=step)
     return dataclasses.replace(self, evals_without_improvement=waited, last_eval_step=step)
-
-
-def load_state(model_dir: str, config: TrainConfig) -> PlateauState:
-  """The saved plateau state, or a fresh one at `config.learning_rate`."""
-  path = os.path.join(model_dir, STATE_FILE)
-  if not os.path.isfile(path):
-    return PlateauState(learning_rate=config.learning_rate)
-  with open(path, encoding='utf-8') as f:
-    try:
-      return PlateauState(**json.load(f))
-    except (ValueError, TypeError) as e:
-      raise ValueError(f'{path}: unreadable schedule state ({e}); delete it to restart the '
-                       f'schedule at the initial learning rate') from None
-
-
-def save_state(model_dir: str, state: PlateauState) -> None:
-  path = os.path.join(model_dir, STATE_FILE)
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(dataclasses.asdict(state), f, indent=2)
-  os.replace(tmp, path)
 
 
 def constant(learning_rate: float) -> LearningRateFn:

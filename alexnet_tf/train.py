@@ -12,8 +12,10 @@ import os
 import sys
 from typing import List, Optional, Tuple
 
-from alexnet_tf import cli_logging
+from alexnet_tf import cli_logging, records, rundir, run_loop
 from alexnet_tf import config as cfg
+from alexnet_tf.convert import cifar10
+from alexnet_tf.hooks import NonFiniteLossError
 
 log = logging.getLogger('alexnet_tf.train')
 
@@ -100,8 +102,6 @@ def config_from_args(args: argparse.Namespace) -> Tuple[cfg.Config, Paths]:
 
 def ensure_cifar10(data_dir: str, source: Optional[str]) -> None:
   """Downloads and converts CIFAR-10 into `data_dir` unless a dataset is already there."""
-  from alexnet_tf import records  # pylint: disable=import-outside-toplevel
-  from alexnet_tf.convert import cifar10  # pylint: disable=import-outside-toplevel
   if os.path.isfile(os.path.join(data_dir, records.METADATA_FILE)):
     return
   log.info('no dataset in %s: fetching and converting CIFAR-10', data_dir)
@@ -116,14 +116,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     config, paths = config_from_args(args)
   except ValueError as e:
     parser.error(str(e))
-  from alexnet_tf import run_loop  # pylint: disable=import-outside-toplevel
-  from alexnet_tf.hooks import NonFiniteLossError  # pylint: disable=import-outside-toplevel
   try:
     if args.data_dir is None:
       ensure_cifar10(paths.data_dir, paths.source)
     metrics = run_loop.train_and_evaluate(config, paths.data_dir, paths.model_dir,
                                           paths.export_dir)
-  except (NonFiniteLossError, FileNotFoundError, ValueError) as e:
+  except (NonFiniteLossError, rundir.RunDirLockedError, FileNotFoundError, ValueError) as e:
     log.error('%s', e)
     return 1
   if metrics:

@@ -1,7 +1,7 @@
 """Evaluation throughput: 10-crop and centre-crop images/second (issue 6, item 4).
 
 The product's evaluation (`evaluate.evaluate_checkpoint` does exactly this):
-`run_loop.make_estimator(...).evaluate` on `input_pipeline.make_dataset(training=False,
+`estimator.make_estimator(...).evaluate` on `input_pipeline.make_dataset(training=False,
 ten_crop=...)` over the validation split, at --batch-size images per batch (a 10-crop batch
 holds 10x as many crops: the softmax of the ten is averaged, paper section 4.1), from a
 checkpoint of freshly initialised weights (one SGD step; speed does not depend on the

@@ -106,7 +106,8 @@ def measure_net(net: str, data_dir: str, work_dir: str, batch: int, repeats: int
                 batch_repeats: int, with_photo: bool):
   """All the serving measurements of one net, in this process (see the module docstring)."""
   # pylint: disable=import-outside-toplevel
-  from alexnet_tf import export, input_pipeline, preprocessing, run_loop
+  from alexnet_tf import estimator as estimator_lib
+  from alexnet_tf import export, input_pipeline, preprocessing
   from alexnet_tf.model import build_alexnet
   from alexnet_tf.model_fn import portable_model_config
   metadata = common.records.read_metadata(data_dir)
@@ -114,12 +115,12 @@ def measure_net(net: str, data_dir: str, work_dir: str, batch: int, repeats: int
   model_dir = tempfile.mkdtemp(prefix=f'serving_{net}_', dir=work_dir)
   try:
     estimator, metadata = common.make_checkpoint(config, data_dir, model_dir)
-    path = export.export_saved_model(estimator, config, metadata, data_dir,
+    mean = input_pipeline.load_mean(data_dir, config.data, metadata)
+    path = export.export_saved_model(estimator, config, metadata, mean,
                                      os.path.join(model_dir, 'export'))
     checkpoint = tf1.train.latest_checkpoint(model_dir)
 
     jpegs = first_jpegs(data_dir, batch)
-    mean = input_pipeline.load_mean(data_dir, config.data, metadata)
     stored = metadata.image_size[0]
 
     def preprocess(encoded):  # what the SavedModel's receiver does, per image
@@ -153,17 +154,17 @@ def measure_net(net: str, data_dir: str, work_dir: str, batch: int, repeats: int
     with graph.as_default():
       images = tf1.placeholder(tf.float32, [None] + list(floats.shape[1:]))
       # The served graph's net: the same LRN as the export (`portable_model_config`).
-      net = portable_model_config(run_loop.model_config_for(config, metadata))
+      net = portable_model_config(estimator_lib.model_config_for(config, metadata))
       logits, _ = build_alexnet(images, net, training=False)
       saver = tf1.train.Saver(tf1.global_variables())
-    session = tf1.Session(graph=graph, config=run_loop.session_config(config.model))
+    session = tf1.Session(graph=graph, config=estimator_lib.session_config(config.model))
     with graph.as_default():
       saver.restore(session, checkpoint)
     bare_logits = session.run(logits, {images: floats[:1]})
     agree_bare = np.max(np.abs(bare_logits - serve_floats(
         **{export.FLOAT_IMAGES: one_float})['logits'].numpy()))
     served = _session_signature(path, export.SERVING_SIGNATURE, export.IMAGE_BYTES,
-                                run_loop.session_config(config.model))
+                                estimator_lib.session_config(config.model))
     one_bytes, all_bytes = np.array(jpegs[:1], dtype=object), np.array(jpegs, dtype=object)
     cases['savedmodel_session_jpeg'] = (lambda: served(one_bytes), lambda: served(all_bytes))
     agree_session = np.max(np.abs(served(one_bytes)['logits'] -

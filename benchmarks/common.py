@@ -372,10 +372,11 @@ def bare_train_graph(config: Config, batch_size: int, seed: int = 0):
 def time_bare_steps(config: Config, batch_size: int, warmup: int, steps: int,
                     seed: int = 0) -> Dict[str, object]:
   """Images/second of the bare training step: `warmup` steps, then `steps` timed ones."""
-  from alexnet_tf import run_loop  # pylint: disable=import-outside-toplevel
+  from alexnet_tf import estimator as estimator_lib  # pylint: disable=import-outside-toplevel
   start = time.time()
   graph, train_op, init_feed = bare_train_graph(config, batch_size, seed)
-  with graph.as_default(), tf1.Session(config=run_loop.session_config(config.model)) as sess:
+  session_config = estimator_lib.session_config(config.model)
+  with graph.as_default(), tf1.Session(config=session_config) as sess:
     sess.run([tf1.global_variables_initializer(), tf1.local_variables_initializer()],
              init_feed)
     for _ in range(warmup):
@@ -395,17 +396,18 @@ def time_bare_steps(config: Config, batch_size: int, warmup: int, steps: int,
 
 def make_checkpoint(config: Config, data_dir: str, model_dir: str, batch_size: int = 2):
   """A checkpoint of freshly initialised weights after one SGD step, by the product's
-  Estimator (`run_loop.make_estimator`) on a random in-memory batch.
+  Estimator (`estimator.make_estimator`) on a random in-memory batch.
 
   Returns (estimator, metadata): the estimator over `model_dir` (no training schedule).
   """
   # pylint: disable=import-outside-toplevel
-  from alexnet_tf import run_loop, schedule
+  from alexnet_tf import estimator as estimator_lib
+  from alexnet_tf import schedule
   metadata = records.read_metadata(data_dir)
   size = config.model.image_size
-  trainer = run_loop.make_estimator(config, metadata, model_dir,
-                                    schedule.constant(config.train.learning_rate), seed=0,
-                                    save_every=1)
+  trainer = estimator_lib.make_estimator(config, metadata, model_dir,
+                                         schedule.constant(config.train.learning_rate), seed=0,
+                                         save_every=1)
 
   def input_fn():
     images = tf.random.normal([batch_size, size, size, 3], stddev=60.0, seed=0)
@@ -413,7 +415,7 @@ def make_checkpoint(config: Config, data_dir: str, model_dir: str, batch_size: i
     return tf.data.Dataset.from_tensors(({'image': images}, labels)).repeat()
 
   trainer.train(input_fn, max_steps=1)
-  return run_loop.make_estimator(config, metadata, model_dir), metadata
+  return estimator_lib.make_estimator(config, metadata, model_dir), metadata
 
 
 # ------------------------------------------------------------------------------------------

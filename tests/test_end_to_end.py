@@ -7,6 +7,7 @@ CIFAR-10 training set, converted in folder mode) and the CLI entry points as use
 import base64
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,8 +17,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import evaluate, export, input_pipeline, predict, records, run_loop, schedule
-from alexnet_tf import train
+from alexnet_tf import estimator as estimator_lib
+from alexnet_tf import evaluate, export, input_pipeline, kernels, predict, records, rundir, train
 
 tf1 = tf.compat.v1
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -37,16 +38,24 @@ def trained(cifar10_subset_records, tmp_path_factory):
   return model_dir
 
 
-def test_training_writes_checkpoints_history_best_and_export(trained):
-  assert run_loop.latest_step(str(trained)) == 6
-  history = [json.loads(l) for l in (trained / run_loop.HISTORY_FILE).read_text().splitlines()]
+def _schedule_state(model_dir):
+  return rundir.load_schedule_state(str(model_dir), rundir.load_run(str(model_dir)).config.train)
+
+
+def test_training_writes_checkpoints_history_best_and_export(trained, cifar10_subset_records):
+  assert rundir.latest_step(str(trained)) == 6
+  history = [json.loads(l) for l in (trained / rundir.HISTORY_FILE).read_text().splitlines()]
   assert [h['step'] for h in history] == [6]
   assert 0.0 <= history[0]['top1_accuracy'] <= history[0]['top5_accuracy'] <= 1.0
-  assert tf1.train.latest_checkpoint(str(trained / run_loop.BEST_DIR)).endswith('model.ckpt-6')
-  state = schedule.load_state(str(trained), run_loop.load_run(str(trained)).config.train)
+  assert tf1.train.latest_checkpoint(str(trained / rundir.BEST_DIR)).endswith('model.ckpt-6')
+  state = _schedule_state(trained)
   assert state.last_eval_step == 6 and state.best_step == 6
   saved = export.latest_export(str(trained / 'export'))
   assert os.path.isfile(os.path.join(saved, 'saved_model.pb'))
+  # The training mean (pixel mode: the mean image) travels with the run and the export.
+  dataset_mean = records.read_mean_image(str(cifar10_subset_records))
+  np.testing.assert_array_equal(rundir.training_mean(str(trained)), dataset_mean)
+  np.testing.assert_array_equal(export.read_exported_mean(saved), dataset_mean)
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(trained))
 
 
@@ -60,8 +69,68 @@ def test_evaluate_cli_writes_centre_and_ten_crop_table(trained, capsys):
     assert results[name]['examples'] == 60
     assert 0.0 <= results[name]['top5_error'] <= results[name]['top1_error'] <= 1.0
   # The centre-crop numbers are the run's own last validation numbers.
-  history = json.loads((trained / run_loop.HISTORY_FILE).read_text().splitlines()[-1])
+  history = json.loads((trained / rundir.HISTORY_FILE).read_text().splitlines()[-1])
   assert results[evaluate.CENTRE]['top1_error'] == pytest.approx(1 - history['top1_accuracy'])
+
+
+def test_exporting_never_builds_the_lrn_kernel(trained, tmp_path, monkeypatch):
+  """The run trained with the fused kernel; its export gets the portable LRN and must not
+  compile (or load) the kernel library to get it."""
+  assert rundir.load_run(str(trained)).config.model.lrn_impl == 'fused'
+  calls = []
+
+  def forbidden(*args, **kwargs):
+    calls.append(args)
+    raise AssertionError('exporting built or loaded the LRN kernel')
+
+  cache = tmp_path / 'kernel_cache'
+  cache.mkdir()
+  monkeypatch.setenv(kernels.CACHE_ENV, str(cache))
+  monkeypatch.setenv(kernels.COMPILER_ENV, str(tmp_path / 'no-such-compiler'))
+  monkeypatch.setattr(kernels, 'load', forbidden)
+  monkeypatch.setattr(kernels, 'library_path', forbidden)
+  assert export.main(['--model-dir', str(trained), '--export-dir', str(tmp_path / 'e')]) == 0
+  assert not calls and not list(cache.iterdir())
+  saved = export.latest_export(str(tmp_path / 'e'))
+  graph = tf.saved_model.load(saved, tags=['serve']).signatures[
+      export.SERVING_SIGNATURE].graph.as_graph_def()
+  ops = {node.op for node in graph.node} | {
+      node.op for f in graph.library.function for node in f.node_def}
+  assert not any(op.startswith('Alexnet') for op in ops)
+
+
+@pytest.fixture(scope='module')
+def other_mean_copy(cifar10_subset_records, tmp_path_factory):
+  """The same dataset whose mean_image.npy holds a different array."""
+  copy = tmp_path_factory.mktemp('other_mean') / 'data'
+  shutil.copytree(cifar10_subset_records, copy)
+  mean = np.load(copy / records.MEAN_IMAGE_FILE)
+  np.save(copy / records.MEAN_IMAGE_FILE, (255.0 - mean).astype(mean.dtype))
+  return copy
+
+
+def test_checkpoint_evaluation_on_other_data_uses_the_training_mean(trained,
+                                                                     cifar10_subset_records,
+                                                                     other_mean_copy):
+  # The copy's own mean does change what the model sees...
+  assert not np.allclose(_evaluation_path_logits(trained, cifar10_subset_records, 8),
+                         _evaluation_path_logits(trained, other_mean_copy, 8))
+  # ...but evaluation subtracts the run's training mean, whatever the data directory holds.
+  on_training_dir = evaluate.evaluate_checkpoint(str(trained))
+  on_copy = evaluate.evaluate_checkpoint(str(trained), data_dir=str(other_mean_copy))
+  for name in (evaluate.CENTRE, evaluate.TEN_CROP):
+    # The cross-entropy makes this sensitive: 6 steps leave most predictions at one class.
+    assert on_copy[name] == pytest.approx(on_training_dir[name], rel=1e-6)
+
+
+def test_saved_model_evaluation_on_other_data_uses_the_exported_mean(trained,
+                                                                      cifar10_subset_records,
+                                                                      other_mean_copy):
+  saved = export.latest_export(str(trained / 'export'))
+  on_training_dir = evaluate.evaluate_saved_model(saved, str(cifar10_subset_records))
+  on_copy = evaluate.evaluate_saved_model(saved, str(other_mean_copy))
+  for name in (evaluate.CENTRE, evaluate.TEN_CROP):
+    assert on_copy[name] == pytest.approx(on_training_dir[name], rel=1e-6)
 
 
 def _validation_examples(data_dir, count):
@@ -73,8 +142,8 @@ def _validation_examples(data_dir, count):
 
 def _evaluation_path_logits(model_dir, data_dir, count):
   """Logits of the Estimator on the first `count` validation images (the eval input_fn)."""
-  run = run_loop.load_run(str(model_dir))
-  estimator = run_loop.make_estimator(run.config, run.metadata, str(model_dir))
+  run = rundir.load_run(str(model_dir))
+  estimator = estimator_lib.make_estimator(run.config, run.metadata, str(model_dir))
   input_fn = input_pipeline.make_input_fn(str(data_dir), records.VALIDATION, run.config.data,
                                           count, training=False)
   predictions = estimator.predict(input_fn, yield_single_examples=False)
@@ -107,7 +176,7 @@ def test_serving_contract_in_a_fresh_process(trained, cifar10_subset_records, tm
   probabilities = np.array(three['probabilities'])
   np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
   np.testing.assert_array_equal(three['classes'], probabilities.argmax(axis=1))
-  classes = run_loop.load_run(str(trained)).metadata.classes
+  classes = rundir.load_run(str(trained)).metadata.classes
   assert [names[0] for names in three['top5_class_names']] == [
       classes[c] for c in three['classes']]
   np.testing.assert_allclose(one['logits'][0], three['logits'][0], rtol=1e-5, atol=1e-6)
@@ -130,7 +199,7 @@ def test_predict_prints_top5_and_names_a_bad_file(trained, cifar10_jpeg_subset, 
   probabilities = [float(l.split('%')[0]) for l in lines]
   assert probabilities == sorted(probabilities, reverse=True)
   names = {l.split('%')[1].strip() for l in lines}
-  assert names <= set(run_loop.load_run(str(trained)).metadata.classes)
+  assert names <= set(rundir.load_run(str(trained)).metadata.classes)
   assert str(garbage) not in out
 
 
@@ -138,12 +207,12 @@ def test_restart_continues_where_the_run_stopped(cifar10_subset_records, tmp_pat
   model_dir = tmp_path / 'model'
   assert train.main(train_args(cifar10_subset_records, model_dir, '--max-steps', '4',
                                '--no-export')) == 0
-  assert run_loop.latest_step(str(model_dir)) == 4
+  assert rundir.latest_step(str(model_dir)) == 4
   assert train.main(train_args(cifar10_subset_records, model_dir, '--max-steps', '8',
                                '--no-export')) == 0
-  history = [json.loads(l) for l in (model_dir / run_loop.HISTORY_FILE).read_text().splitlines()]
+  history = [json.loads(l) for l in (model_dir / rundir.HISTORY_FILE).read_text().splitlines()]
   assert [h['step'] for h in history] == [4, 8]
-  assert run_loop.latest_step(str(model_dir)) == 8
+  assert rundir.latest_step(str(model_dir)) == 8
 
 
 def test_kill_9_then_same_command_resumes_from_the_last_checkpoint(cifar10_subset_records,
@@ -156,25 +225,25 @@ def test_kill_9_then_same_command_resumes_from_the_last_checkpoint(cifar10_subse
   process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   try:
     deadline = time.time() + 240
-    while run_loop.latest_step(str(model_dir)) < 6 and time.time() < deadline:
+    while rundir.latest_step(str(model_dir)) < 6 and time.time() < deadline:
       if process.poll() is not None:
         pytest.fail(f'training exited early with {process.returncode}')
       time.sleep(0.2)
-    killed_at = run_loop.latest_step(str(model_dir))
+    killed_at = rundir.latest_step(str(model_dir))
     os.kill(process.pid, signal.SIGKILL)
   finally:
     process.wait()
   assert killed_at == 6
-  state_before = schedule.load_state(str(model_dir), run_loop.load_run(str(model_dir)).config.train)
+  state_before = _schedule_state(model_dir)
   result = subprocess.run(command, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-2000:]
   # A checkpoint may land between the last look and the kill, so >= rather than ==.
   resumed_from = int(result.stderr.split('resuming from step ')[1].split()[0])
   assert resumed_from == killed_at
-  assert run_loop.latest_step(str(model_dir)) == 12
-  history = [json.loads(l) for l in (model_dir / run_loop.HISTORY_FILE).read_text().splitlines()]
+  assert rundir.latest_step(str(model_dir)) == 12
+  history = [json.loads(l) for l in (model_dir / rundir.HISTORY_FILE).read_text().splitlines()]
   steps = [h['step'] for h in history]
   # Step 6 is evaluated once: before the kill, or after the restart if the kill lost it.
   assert steps == [6, 12]
-  state_after = schedule.load_state(str(model_dir), run_loop.load_run(str(model_dir)).config.train)
+  state_after = _schedule_state(model_dir)
   assert state_before.last_eval_step in (0, 6) and state_after.last_eval_step == 12

@@ -14,9 +14,9 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import config as cfg
-from alexnet_tf import kernels, layers
+from alexnet_tf import kernels, layers, lrn
 from alexnet_tf import model_fn as mf
-from alexnet_tf import run_loop, schedule
+from alexnet_tf import schedule
 from alexnet_tf.config import LRNConfig
 
 from test_lrn_impls import float64_lrn_and_gradient, post_relu  # pylint: disable=import-error
@@ -140,24 +140,32 @@ def test_exported_graphs_use_a_portable_lrn():
       op_types[mode] = {op.type for op in graph.get_operations()}
   assert {'AlexnetLrn', 'AlexnetLrnGrad'} <= op_types[ModeKeys.TRAIN]
   assert not any(t.startswith('Alexnet') for t in op_types[ModeKeys.PREDICT])
-  assert cfg.PORTABLE_LRN_IMPLS['fused'] in cfg.LRN_IMPLS
+  assert lrn.resolve('fused', lrn.EXPORT) == 'banded_grad'
 
 
 
 def test_without_a_compiler_the_run_falls_back_to_the_plain_op_lrn(monkeypatch, caplog):
-  fused = dataclasses.replace(cfg.CIFAR10_MODEL, lrn_impl='fused')
-  assert run_loop.with_runnable_lrn(fused) == fused  # here the kernel builds
+  cpus = ('/cpu:0',)
+  assert lrn.resolve('fused', lrn.IN_PROCESS, cpus) == 'fused'  # here the kernel builds
 
   def no_compiler():
     raise kernels.KernelBuildError("no C++ compiler 'g++' to build lrn_kernels.cc")
 
   monkeypatch.setattr(kernels, 'load', no_compiler)
-  with caplog.at_level(logging.WARNING, logger='alexnet_tf.run_loop'):
-    fallback = run_loop.with_runnable_lrn(fused)
-  assert fallback == dataclasses.replace(fused, lrn_impl=cfg.PORTABLE_LRN_IMPLS['fused'])
+  with caplog.at_level(logging.WARNING, logger='alexnet_tf.lrn'):
+    assert lrn.resolve('fused', lrn.IN_PROCESS, cpus) == lrn.IMPLEMENTATIONS['fused'].portable
   assert "no C++ compiler 'g++'" in caplog.text
-  reference = dataclasses.replace(fused, lrn_impl='reference')
-  assert run_loop.with_runnable_lrn(reference) is reference
+  assert lrn.resolve('reference', lrn.IN_PROCESS, cpus) == 'reference'
+
+
+def test_export_never_loads_the_kernel(monkeypatch):
+  def forbidden():
+    raise AssertionError('resolving an exported LRN loaded the kernel library')
+
+  monkeypatch.setattr(kernels, 'load', forbidden)
+  for impl in cfg.LRN_IMPLS:
+    assert lrn.resolve(impl, lrn.EXPORT) == lrn.IMPLEMENTATIONS[impl].portable
+    assert not lrn.IMPLEMENTATIONS[lrn.resolve(impl, lrn.EXPORT)].needs_kernel
 
 
 def test_towers_on_gpus_use_the_plain_op_lrn(monkeypatch):
@@ -165,9 +173,8 @@ def test_towers_on_gpus_use_the_plain_op_lrn(monkeypatch):
   fused = dataclasses.replace(cfg.IMAGENET_MODEL, lrn_impl='fused')  # towers /gpu:0, /gpu:1
   monkeypatch.setattr(tf.config, 'list_physical_devices',
                       lambda kind=None: ['GPU:0', 'GPU:1'] if kind == 'GPU' else [])
-  assert run_loop.with_runnable_lrn(fused).lrn_impl == cfg.PORTABLE_LRN_IMPLS['fused']
-  on_cpus = dataclasses.replace(fused, tower_devices=('/cpu:0', '/cpu:1'))
-  assert run_loop.with_runnable_lrn(on_cpus) == on_cpus
+  assert lrn.resolve('fused', lrn.IN_PROCESS, fused.tower_devices) == 'banded_grad'
+  assert lrn.resolve('fused', lrn.IN_PROCESS, ('/cpu:0', '/cpu:1')) == 'fused'
 
 
 def test_a_failed_build_is_tried_once_per_process(monkeypatch):

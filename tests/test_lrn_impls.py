@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import layers
+from alexnet_tf import layers, lrn
 from alexnet_tf.config import CAFFE_LRN, LRN_IMPLS, PAPER_LRN, IMAGENET_MODEL, LRNConfig
 
 tf1 = tf.compat.v1
@@ -137,7 +137,7 @@ def _numpy_lrn(a, config: LRNConfig):
 def test_negative_power_matches_pow(beta):
   values = np.linspace(0.5, 500.0, 1001).astype(np.float32)
   with tf.Graph().as_default(), tf1.Session() as sess:
-    out = sess.run(layers.negative_power(tf.constant(values), beta))
+    out = sess.run(lrn.negative_power(tf.constant(values), beta))
   np.testing.assert_allclose(out, values.astype(np.float64) ** -beta, rtol=RTOL)
 
 
@@ -162,6 +162,14 @@ def test_closed_form_in_a_network_trains_like_reference(impl):
 
 def test_default_impl_is_listed():
   assert IMAGENET_MODEL.lrn_impl in LRN_IMPLS and 'reference' in LRN_IMPLS
+
+
+def test_the_registry_names_are_the_configs_names():
+  """config.LRN_IMPLS (validation, flags) lists exactly the registry's implementations."""
+  assert tuple(lrn.IMPLEMENTATIONS) == LRN_IMPLS
+  for spec in lrn.IMPLEMENTATIONS.values():  # a portable equivalent is itself portable
+    assert lrn.IMPLEMENTATIONS[spec.portable].portable == spec.portable
+    assert not lrn.IMPLEMENTATIONS[spec.portable].needs_kernel
 
 
 def test_unknown_channel_count_is_rejected():

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import schedule
+from alexnet_tf import rundir, schedule
 from alexnet_tf.config import TrainConfig
 
 CONFIG = TrainConfig(learning_rate=0.01, plateau_patience=2, max_decays=2)
@@ -36,20 +36,20 @@ def test_equal_error_is_not_an_improvement():
 
 def test_state_survives_a_restart(tmp_path):
   state, _ = _replay([0.5, 0.6, 0.7, 0.4])
-  schedule.save_state(str(tmp_path), state)
-  assert schedule.load_state(str(tmp_path), CONFIG) == state
+  rundir.save_schedule_state(str(tmp_path), state)
+  assert rundir.load_schedule_state(str(tmp_path), CONFIG) == state
   assert not list(tmp_path.glob('*.tmp'))
 
 
 def test_fresh_state_starts_at_the_configured_rate(tmp_path):
-  state = schedule.load_state(str(tmp_path), dataclasses.replace(CONFIG, learning_rate=0.05))
+  state = rundir.load_schedule_state(str(tmp_path), dataclasses.replace(CONFIG, learning_rate=0.05))
   assert state == schedule.PlateauState(learning_rate=0.05)
 
 
 def test_corrupt_state_file_is_named(tmp_path):
-  (tmp_path / schedule.STATE_FILE).write_text('{"learning_rate": ')
+  (tmp_path / rundir.STATE_FILE).write_text('{"learning_rate": ')
   with pytest.raises(ValueError, match='schedule_state.json: unreadable'):
-    schedule.load_state(str(tmp_path), CONFIG)
+    rundir.load_schedule_state(str(tmp_path), CONFIG)
 
 
 def test_piecewise_schedule():

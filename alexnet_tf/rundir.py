@@ -1,0 +1,215 @@
+"""The run directory (`--model-dir`): what a training run keeps besides its checkpoints.
+
+  run.json               the config and dataset of the run (resume, export, evaluate)
+  train_mean.npy         the mean the training input subtracted ([H, W, 3] or [3]; absent
+                         for subtract_mean='none'), for evaluating and exporting on any data
+  schedule_state.json    the plateau schedule's state after the newest evaluation
+  history.jsonl          one JSON line per evaluation
+  best/                  a copy of the best checkpoint so far, with its metrics.json
+  .lock                  held (flock) by the one training process writing the directory
+  model.ckpt-*, events.* the Estimator's own
+
+Files are replaced by writing a temporary name and renaming it (best/ too, as a directory), so
+a run killed at any point leaves each of them old or new, never half written.
+"""
+
+import contextlib
+import dataclasses
+import fcntl
+import glob
+import json
+import logging
+import os
+import shutil
+from typing import Dict, Iterator, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf import config as config_lib
+from alexnet_tf import input_pipeline, records, schedule
+from alexnet_tf.config import Config
+
+tf1 = tf.compat.v1
+log = logging.getLogger(__name__)
+
+RUN_FILE = 'run.json'
+MEAN_FILE = 'train_mean.npy'
+STATE_FILE = 'schedule_state.json'
+HISTORY_FILE = 'history.jsonl'
+BEST_DIR = 'best'
+BEST_METRICS_FILE = 'metrics.json'  # in best/
+LOCK_FILE = '.lock'
+
+
+class RunDirLockedError(RuntimeError):
+  """Another process is training into the model directory."""
+
+
+@contextlib.contextmanager
+def lock(model_dir: str) -> Iterator[None]:
+  """Holds model_dir/.lock exclusively for the block, or fails at once.
+
+  Two training processes writing one directory would interleave checkpoints, history and
+  schedule state. The lock is an flock: the kernel drops it when its holder exits however
+  it exits, so the file a killed run leaves behind blocks nothing.
+
+  Raises:
+    RunDirLockedError: another process holds it (the message names the directory).
+  """
+  path = os.path.join(model_dir, LOCK_FILE)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.read(fd, 32).decode(errors='replace').strip()
+      raise RunDirLockedError(
+          f'{model_dir} is in use: another training process{f" (pid {holder})" if holder else ""}'
+          f' holds {path}; wait for it to finish or use another --model-dir') from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f'{os.getpid()}\n'.encode())  # for the message above; the flock is the lock
+    yield
+  finally:
+    os.close(fd)  # releases the flock
+
+
+def _replace(path: str, write, mode: str = 'w') -> None:
+  """Writes `path` atomically: `write(file)` into path.tmp, then a rename."""
+  tmp = path + '.tmp'
+  with open(tmp, mode, **({} if 'b' in mode else {'encoding': 'utf-8'})) as f:
+    write(f)
+  os.replace(tmp, path)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """What a model directory was trained with."""
+  config: Config
+  data_dir: str
+  metadata: records.DatasetMetadata
+
+
+def save_run(model_dir: str, config: Config, data_dir: str,
+             metadata: records.DatasetMetadata) -> None:
+  """Records the run's config, dataset and training mean; refuses to resume a model
+  directory with another network."""
+  path = os.path.join(model_dir, RUN_FILE)
+  if os.path.isfile(path):
+    previous = load_run(model_dir, data_dir).config
+    # Devices and the LRN implementation may change between sessions; the variables may not.
+    comparable = dict(tower_devices=config.model.tower_devices, lrn_impl=config.model.lrn_impl)
+    if dataclasses.replace(previous.model, **comparable) != config.model:
+      raise ValueError(f'{model_dir} holds a run of another network ({path}); use a new '
+                       f'--model-dir or the same settings')
+  raw = {'config': config_lib.to_dict(config), 'data_dir': os.path.abspath(data_dir)}
+  _replace(path, lambda f: json.dump(raw, f, indent=2))
+  _save_training_mean(model_dir, input_pipeline.load_mean(data_dir, config.data, metadata))
+
+
+def load_run(model_dir: str, data_dir: Optional[str] = None) -> Run:
+  """The run recorded in `model_dir`; `data_dir` overrides the dataset it trained on."""
+  path = os.path.join(model_dir, RUN_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path} not found: {model_dir} is not a training run of '
+                            f'alexnet_tf (python -m alexnet_tf.train writes it)')
+  with open(path, encoding='utf-8') as f:
+    raw = json.load(f)
+  data_dir = data_dir or raw['data_dir']
+  return Run(config_lib.from_dict(raw['config']), data_dir, records.read_metadata(data_dir))
+
+
+def _save_training_mean(model_dir: str, mean: Optional[np.ndarray]) -> None:
+  path = os.path.join(model_dir, MEAN_FILE)
+  if mean is None:  # subtract_mean='none'; a file of an earlier session would contradict it
+    if os.path.isfile(path):
+      os.remove(path)
+    return
+  _replace(path, lambda f: np.save(f, np.asarray(mean, np.float32)), mode='wb')
+
+
+def training_mean(model_dir: str) -> Optional[np.ndarray]:
+  """The mean the run's training input subtracted: float32 [H, W, 3] ('pixel'), [3] ('rgb')
+  or None ('none'). Evaluating or exporting on any data must subtract this one.
+
+  Run directories from before train_mean.npy was saved get the mean of the dataset their
+  run.json names, which is what they trained with unless that directory changed since.
+  """
+  path = os.path.join(model_dir, MEAN_FILE)
+  if os.path.isfile(path):
+    return np.load(path)
+  run = load_run(model_dir)
+  if run.config.data.subtract_mean == 'none':
+    return None
+  log.info('%s has no %s (an older run directory): using the mean of the dataset the run '
+           'trained on, %s', model_dir, MEAN_FILE, run.data_dir)
+  return input_pipeline.load_mean(run.data_dir, run.config.data, run.metadata)
+
+
+def latest_step(model_dir: str) -> int:
+  """The global step of the newest checkpoint in `model_dir`, 0 without one."""
+  path = tf1.train.latest_checkpoint(model_dir)
+  return int(path.rsplit('-', 1)[1]) if path else 0
+
+
+def resolve_checkpoint(model_dir: str, which: str = 'best') -> str:
+  """'best' (model_dir/best), 'latest' (the newest), or a checkpoint path as given."""
+  if which in ('best', 'latest'):
+    directory = os.path.join(model_dir, BEST_DIR) if which == 'best' else model_dir
+    path = tf1.train.latest_checkpoint(directory)
+    if path is None:
+      raise FileNotFoundError(f'{directory}: no checkpoint ({which})')
+    return path
+  if not os.path.isfile(which + '.index'):
+    raise FileNotFoundError(f'{which}: no such checkpoint')
+  return which
+
+
+def load_schedule_state(model_dir: str,
+                        train_config: config_lib.TrainConfig) -> schedule.PlateauState:
+  """The saved plateau state, or a fresh one at `train_config.learning_rate`."""
+  path = os.path.join(model_dir, STATE_FILE)
+  if not os.path.isfile(path):
+    return schedule.PlateauState(learning_rate=train_config.learning_rate)
+  with open(path, encoding='utf-8') as f:
+    try:
+      return schedule.PlateauState(**json.load(f))
+    except (ValueError, TypeError) as e:
+      raise ValueError(f'{path}: unreadable schedule state ({e}); delete it to restart the '
+                       f'schedule at the initial learning rate') from None
+
+
+def save_schedule_state(model_dir: str, state: schedule.PlateauState) -> None:
+  _replace(os.path.join(model_dir, STATE_FILE),
+           lambda f: json.dump(dataclasses.asdict(state), f, indent=2))
+
+
+def append_history(model_dir: str, record: Dict[str, float]) -> None:
+  """Adds one evaluation's line to history.jsonl."""
+  with open(os.path.join(model_dir, HISTORY_FILE), 'a', encoding='utf-8') as f:
+    f.write(json.dumps(record) + '\n')
+
+
+def read_history(model_dir: str) -> List[Dict[str, float]]:
+  """Every evaluation recorded in history.jsonl, oldest first ([] before the first)."""
+  path = os.path.join(model_dir, HISTORY_FILE)
+  if not os.path.isfile(path):
+    return []
+  with open(path, encoding='utf-8') as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def keep_best(model_dir: str, step: int, metrics: Dict[str, float]) -> None:
+  """Copies checkpoint `step` to model_dir/best/ with its metrics, replacing the previous."""
+  best = os.path.join(model_dir, BEST_DIR)
+  tmp = best + '.tmp'
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  for path in glob.glob(os.path.join(model_dir, f'model.ckpt-{step}') + '.*'):
+    shutil.copy2(path, tmp)
+  with open(os.path.join(tmp, 'checkpoint'), 'w', encoding='utf-8') as f:
+    f.write(f'model_checkpoint_path: "model.ckpt-{step}"\n')
+  with open(os.path.join(tmp, BEST_METRICS_FILE), 'w', encoding='utf-8') as f:
+    json.dump(dict(step=step, **metrics), f, indent=2)
+  shutil.rmtree(best, ignore_errors=True)
+  os.replace(tmp, best)
