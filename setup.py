@@ -28,11 +28,13 @@ setup(
         'tensorflow>=2.15,<2.16',
         'tensorflow-addons==0.23.*',
         'numpy<2',  # TF 2.15 is built against the NumPy 1.x ABI
-        'scikit-image',
-        'pillow',  # image validation and re-encoding in the converter (scikit-image needs it too)
+        'pillow',  # image validation and re-encoding in the converter
         'tqdm',
     ],
-    extras_require={'test': ['pytest']},
+    # scikit-image only for its bundled sample photographs, which the tests (and the
+    # benchmarks, run from a checkout with this extra) turn into datasets; the package itself
+    # never imports it, so users do not pay for it.
+    extras_require={'test': ['pytest', 'scikit-image']},
     entry_points={
         'console_scripts': [
             'alexnet-make-tfrecords=alexnet_tf.convert.cli:main',
