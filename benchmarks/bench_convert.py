@@ -102,6 +102,9 @@ def main(argv=None) -> int:
                            'directory, deleted afterwards)')
   parser.add_argument('--no-progress', action='store_true')
   args = parser.parse_args(argv)
+  if not args.tarball.is_file():  # one line, not a traceback from tarfile
+    raise SystemExit(f'bench_convert: {args.tarball} is missing: this benchmark needs the real '
+                     f'CIFAR-10 JPEG tarball (--tarball)')
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
   if args.work_dir:

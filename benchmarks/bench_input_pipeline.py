@@ -89,6 +89,12 @@ def parse_args(argv=None):
   parser.add_argument('--json', help='write the results here')
   parser.add_argument('--smoke', action='store_true', help='tiny sizes, runs in seconds')
   args = parser.parse_args(argv)
+  # One line now, rather than a traceback from deep in the data writing later.
+  if args.cifar_tar and not os.path.isfile(args.cifar_tar):
+    raise SystemExit(f'bench_input_pipeline: --cifar-tar {args.cifar_tar}: no such file')
+  if args.cifar_dir and not os.path.isfile(os.path.join(args.cifar_dir, records.METADATA_FILE)):
+    raise SystemExit(f'bench_input_pipeline: --cifar-dir {args.cifar_dir}: no '
+                     f'{records.METADATA_FILE} (not a converted dataset)')
   if args.smoke:
     args.records, args.images, args.batch_size, args.rounds = 64, 64, 16, 1
   return args

@@ -274,6 +274,11 @@ def dataset_for(net: str, work_dir: str, num_images: int, cifar_dir: Optional[st
   if net == 'cifar10':
     if cifar_dir and os.path.isfile(os.path.join(cifar_dir, records.METADATA_FILE)):
       return cifar_dir
+    # The default place may be empty (photos then), but a directory given explicitly must hold
+    # the data: silently measuring photos instead would mislabel the result.
+    if cifar_dir and cifar_dir != DEFAULT_CIFAR_DIR:
+      raise SystemExit(f'--cifar-dir {cifar_dir}: no {records.METADATA_FILE} (not a converted '
+                       f'dataset)')
     # A quarter held out, so even the 4-images-per-class smoke set has a validation split
     # for the product loop's evaluation.
     return photo_dataset(work_dir, 'photos32', num_images, resize=32, validation_fraction=0.25)
