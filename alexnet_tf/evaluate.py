@@ -37,12 +37,13 @@ def evaluate_checkpoint(model_dir: str, checkpoint: str = 'best', data_dir: Opti
   """
   run = rundir.load_run(model_dir, data_dir)
   path = rundir.resolve_checkpoint(model_dir, checkpoint)
-  mean = rundir.training_mean(model_dir)
+  source = input_pipeline.open_dataset(run.data_dir, run.config.data,
+                                       mean=rundir.training_mean(model_dir))
   estimator = estimator_lib.make_estimator(run.config, run.metadata, model_dir)
   results = {}
   for name, ten_crop in ((CENTRE, False), (TEN_CROP, True)):
-    input_fn = input_pipeline.make_input_fn(run.data_dir, split, run.config.data, batch_size,
-                                            training=False, ten_crop=ten_crop, mean=mean)
+    input_fn = input_pipeline.make_input_fn(source, split, run.config.data, batch_size,
+                                            training=False, ten_crop=ten_crop)
     metrics = estimator.evaluate(input_fn, checkpoint_path=path, name=f'{split}_{name}')
     results[name] = _errors(metrics['top1_accuracy'], metrics['top5_accuracy'],
                             metrics['cross_entropy'], run.metadata.counts[split])
@@ -63,12 +64,13 @@ def evaluate_saved_model(saved_model_dir: str, data_dir: str, split: str = recor
     log.warning('%s stores no training mean (exported by an older alexnet_tf): subtracting '
                 'the mean of %s, which is right only if the model trained on its data',
                 saved_model_dir, data_dir)
+  source = input_pipeline.open_dataset(data_dir, config.data, mean=mean)
   model = tf.saved_model.load(saved_model_dir, tags=['serve'])
   predict = model.signatures[export.FLOAT_SERVING_SIGNATURE]
   results = {}
   for name, ten_crop in ((CENTRE, False), (TEN_CROP, True)):
-    dataset = input_pipeline.make_dataset(data_dir, split, config.data, batch_size,
-                                          training=False, ten_crop=ten_crop, mean=mean)
+    dataset = input_pipeline.make_dataset(source, split, config.data, batch_size,
+                                          training=False, ten_crop=ten_crop)
     top1 = top5 = count = 0
     cross_entropy = 0.0
     for features, labels in dataset:

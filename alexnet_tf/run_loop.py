@@ -72,22 +72,24 @@ def train_and_evaluate(config: Config, data_dir: str, model_dir: str,
   Raises:
     rundir.RunDirLockedError: another process is training into `model_dir`.
   """
-  metadata = records.read_metadata(data_dir)
+  # Checked once, here: fail now, not after an epoch of training.
+  source = input_pipeline.open_dataset(data_dir, config.data, training=True)
   for split in (records.TRAIN, records.VALIDATION):
-    records.shard_files(data_dir, split)  # fail now, not after an epoch of training
+    records.shard_files(data_dir, split)
+  metadata = source.metadata
   plan = RunPlan.make(config, metadata.counts[records.TRAIN])
   os.makedirs(model_dir, exist_ok=True)
   with rundir.lock(model_dir):
-    rundir.save_run(model_dir, config, data_dir, metadata)
+    rundir.save_run(model_dir, config, source)
     log.info('%s: %d training examples, %d steps per epoch, %d steps in all, evaluating every '
              '%d steps; model dir %s', metadata.name, metadata.counts[records.TRAIN],
              plan.steps_per_epoch, plan.total_steps, plan.eval_every, model_dir)
-    listener = _EvaluationListener(config, metadata, data_dir, model_dir, plan)
+    listener = _EvaluationListener(config, source, model_dir, plan)
     step = rundir.latest_step(model_dir)
     if step:
       log.info('resuming from step %d (learning rate %g)', step, listener.state.learning_rate)
     if step < plan.total_steps:
-      _train(config, metadata, data_dir, model_dir, plan, listener, step, extra_hooks)
+      _train(config, source, model_dir, plan, listener, step, extra_hooks)
     listener.evaluate_if_due(rundir.latest_step(model_dir))  # a finished run's lost last eval
     if export_dir:
       log.info('exported SavedModel to %s', export.export_run(model_dir, export_dir, 'latest'))
@@ -104,17 +106,17 @@ def _learning_rate_fn(train: config_lib.TrainConfig, plan: RunPlan, state):
   raise ValueError(f'unknown schedule {train.schedule!r}; use "plateau" or "step"')
 
 
-def _train(config, metadata, data_dir, model_dir, plan, listener, step, extra_hooks):
+def _train(config, source, model_dir, plan, listener, step, extra_hooks):
   """Trains from `step` to the end of the run in one session."""
   train = config.train
   # Seeded by the starting step: a resumed run must not replay the shuffle and dropout masks
   # it already saw.
   seed = None if train.seed is None else train.seed + step
   # Checkpoints land on evaluation boundaries, where the schedule is decided.
-  estimator = estimator_lib.make_estimator(config, metadata, model_dir,
+  estimator = estimator_lib.make_estimator(config, source.metadata, model_dir,
                                            _learning_rate_fn(train, plan, listener.state),
                                            seed, save_every=plan.eval_every)
-  input_fn = input_pipeline.make_input_fn(data_dir, records.TRAIN, config.data,
+  input_fn = input_pipeline.make_input_fn(source, records.TRAIN, config.data,
                                           train.batch_size, training=True, seed=seed)
   progress = hooks.ProgressHook(train.batch_size, plan.total_steps, model_dir,
                                 steps_per_epoch=plan.steps_per_epoch)
@@ -155,12 +157,12 @@ def record_evaluation(model_dir: str, train_config: config_lib.TrainConfig, plan
   return new_state
 
 
-def _validate(config, metadata, data_dir, model_dir) -> Dict[str, float]:
+def _validate(config, source, model_dir) -> Dict[str, float]:
   """The validation metrics of the newest checkpoint in `model_dir`."""
-  estimator = estimator_lib.make_estimator(config, metadata, model_dir)
+  estimator = estimator_lib.make_estimator(config, source.metadata, model_dir)
 
   def input_fn():
-    return input_pipeline.make_dataset(data_dir, records.VALIDATION, config.data,
+    return input_pipeline.make_dataset(source, records.VALIDATION, config.data,
                                        config.train.batch_size, training=False)
 
   return estimator.evaluate(input_fn, name='validation')
@@ -173,8 +175,8 @@ class _EvaluationListener(tf1.train.CheckpointSaverListener):
   training graph's rate variable after a decay.
   """
 
-  def __init__(self, config, metadata, data_dir, model_dir, plan):
-    self._args = (config, metadata, data_dir, model_dir)
+  def __init__(self, config, source, model_dir, plan):
+    self._args = (config, source, model_dir)
     self._train_config = config.train
     self._model_dir = model_dir
     self._plan = plan

@@ -90,21 +90,20 @@ class Run:
   metadata: records.DatasetMetadata
 
 
-def save_run(model_dir: str, config: Config, data_dir: str,
-             metadata: records.DatasetMetadata) -> None:
-  """Records the run's config, dataset and training mean; refuses to resume a model
-  directory with another network."""
+def save_run(model_dir: str, config: Config, source: input_pipeline.Source) -> None:
+  """Records the run's config, its dataset (`input_pipeline.open_dataset`) and the mean its
+  training input subtracts; refuses to resume a model directory with another network."""
   path = os.path.join(model_dir, RUN_FILE)
   if os.path.isfile(path):
-    previous = load_run(model_dir, data_dir).config
+    previous = load_run(model_dir, source.data_dir).config
     # Devices and the LRN implementation may change between sessions; the variables may not.
     comparable = dict(tower_devices=config.model.tower_devices, lrn_impl=config.model.lrn_impl)
     if dataclasses.replace(previous.model, **comparable) != config.model:
       raise ValueError(f'{model_dir} holds a run of another network ({path}); use a new '
                        f'--model-dir or the same settings')
-  raw = {'config': config_lib.to_dict(config), 'data_dir': os.path.abspath(data_dir)}
+  raw = {'config': config_lib.to_dict(config), 'data_dir': os.path.abspath(source.data_dir)}
   _replace(path, lambda f: json.dump(raw, f, indent=2))
-  _save_training_mean(model_dir, input_pipeline.load_mean(data_dir, config.data, metadata))
+  _save_training_mean(model_dir, source.mean)
 
 
 def load_run(model_dir: str, data_dir: Optional[str] = None) -> Run:
@@ -143,7 +142,7 @@ def training_mean(model_dir: str) -> Optional[np.ndarray]:
     return None
   log.info('%s has no %s (an older run directory): using the mean of the dataset the run '
            'trained on, %s', model_dir, MEAN_FILE, run.data_dir)
-  return input_pipeline.load_mean(run.data_dir, run.config.data, run.metadata)
+  return input_pipeline.dataset_mean(run.data_dir, run.config.data, run.metadata)
 
 
 def latest_step(model_dir: str) -> int:

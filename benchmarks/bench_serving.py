@@ -115,7 +115,7 @@ def measure_net(net: str, data_dir: str, work_dir: str, batch: int, repeats: int
   model_dir = tempfile.mkdtemp(prefix=f'serving_{net}_', dir=work_dir)
   try:
     estimator, metadata = common.make_checkpoint(config, data_dir, model_dir)
-    mean = input_pipeline.load_mean(data_dir, config.data, metadata)
+    mean = input_pipeline.open_dataset(data_dir, config.data).mean
     path = export.export_saved_model(estimator, config, metadata, mean,
                                      os.path.join(model_dir, 'export'))
     checkpoint = tf1.train.latest_checkpoint(model_dir)

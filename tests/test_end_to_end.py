@@ -144,8 +144,9 @@ def _evaluation_path_logits(model_dir, data_dir, count):
   """Logits of the Estimator on the first `count` validation images (the eval input_fn)."""
   run = rundir.load_run(str(model_dir))
   estimator = estimator_lib.make_estimator(run.config, run.metadata, str(model_dir))
-  input_fn = input_pipeline.make_input_fn(str(data_dir), records.VALIDATION, run.config.data,
-                                          count, training=False)
+  source = input_pipeline.open_dataset(str(data_dir), run.config.data)
+  input_fn = input_pipeline.make_input_fn(source, records.VALIDATION, run.config.data, count,
+                                          training=False)
   predictions = estimator.predict(input_fn, yield_single_examples=False)
   return next(predictions)['logits'][:count]
 

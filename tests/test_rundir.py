@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from alexnet_tf import config as cfg
-from alexnet_tf import records, rundir, run_loop, train
+from alexnet_tf import input_pipeline, records, rundir, run_loop, train
 
 CONFIG = cfg.get_config('cifar10')
 
@@ -60,8 +60,12 @@ def test_a_second_training_on_a_locked_model_dir_fails_at_once(cifar10_subset_re
 
 def test_the_training_mean_is_saved_with_the_run(cifar10_subset_records, tmp_path, caplog):
   data_dir = str(cifar10_subset_records)
-  metadata = records.read_metadata(data_dir)
-  rundir.save_run(str(tmp_path), CONFIG, data_dir, metadata)
+
+  def save_run(config):
+    source = input_pipeline.open_dataset(data_dir, config.data, training=True)
+    rundir.save_run(str(tmp_path), config, source)
+
+  save_run(CONFIG)
   expected = records.read_mean_image(data_dir)
   np.testing.assert_array_equal(rundir.training_mean(str(tmp_path)), expected)
   assert not list(tmp_path.glob('*.tmp'))
@@ -72,10 +76,10 @@ def test_the_training_mean_is_saved_with_the_run(cifar10_subset_records, tmp_pat
   assert data_dir in caplog.text
   # 'rgb' saves the [3] colour mean; 'none' saves nothing (and removes an earlier file).
   rgb = dataclasses.replace(CONFIG, data=dataclasses.replace(CONFIG.data, subtract_mean='rgb'))
-  rundir.save_run(str(tmp_path), rgb, data_dir, metadata)
+  save_run(rgb)
   assert rundir.training_mean(str(tmp_path)).shape == (3,)
   none = dataclasses.replace(CONFIG, data=dataclasses.replace(CONFIG.data, subtract_mean='none'))
-  rundir.save_run(str(tmp_path), none, data_dir, metadata)
+  save_run(none)
   assert not (tmp_path / rundir.MEAN_FILE).exists()
   assert rundir.training_mean(str(tmp_path)) is None
 
