@@ -1,13 +1,14 @@
 """C++ kernels, compiled at first use with TensorFlow's own compile and link flags.
 
-`lrn` is the fused LRN (lrn_kernels.cc) behind `layers.local_response_norm(impl='fused')`.
+`lrn` is the fused LRN (lrn_kernels.cc), the builder of `alexnet_tf.lrn`'s 'fused' entry.
 Building once takes 10-30 s with g++; the library is cached under $ALEXNET_TF_KERNEL_CACHE
 (default ~/.cache/alexnet_tf/kernels), keyed by the source, the TensorFlow version, the
 flags and the CPU, so a new TF or a changed kernel rebuilds and nothing stale is loaded.
 The compiler is $CXX, default g++.
 
 The ops exist only in processes that loaded the library: graphs that leave the process
-(SavedModels for TF Serving) are built with a plain-op LRN instead (see `model_fn`).
+(SavedModels for TF Serving) are built with a plain-op LRN instead, and nothing builds or
+loads the library for them (`alexnet_tf.lrn.resolve`).
 """
 
 import hashlib
