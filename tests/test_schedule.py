@@ -42,7 +42,8 @@ def test_state_survives_a_restart(tmp_path):
 
 
 def test_fresh_state_starts_at_the_configured_rate(tmp_path):
-  state = rundir.load_schedule_state(str(tmp_path), dataclasses.replace(CONFIG, learning_rate=0.05))
+  fresh = dataclasses.replace(CONFIG, learning_rate=0.05)
+  state = rundir.load_schedule_state(str(tmp_path), fresh)
   assert state == schedule.PlateauState(learning_rate=0.05)
 
 
