@@ -6,7 +6,7 @@ JPEGs on a machine without ../shared/data.
 """
 
 import pathlib
-from typing import Dict, List, Sequence
+from typing import List, Sequence
 
 import numpy as np
 from PIL import Image
@@ -61,22 +61,20 @@ def photo_patches(photo: np.ndarray, count: int, size: int = PATCH_SIZE) -> List
   return [candidates[i] for i in np.linspace(0, len(candidates) - 1, count).astype(int)]
 
 
-def write_photo_tree(dest: pathlib.Path, classes: Sequence[str], per_class: int,
-                     class_photos: Dict[str, str] = None) -> pathlib.Path:
-  """Writes dest/cifar10-jpeg/train/<class>/<nnnn>.jpg: `per_class` patches of each class's
-  photo (CLASS_PHOTOS unless given), encoded as the real tarball's files are.
+def write_photo_tree(dest: pathlib.Path, classes: Sequence[str], per_class: int) -> pathlib.Path:
+  """Writes dest/cifar10-jpeg/train/<class>/<nnnn>.jpg: `per_class` patches of the photo of
+  each of `classes` (keys of CLASS_PHOTOS), encoded as the real tarball's files are.
 
   Returns:
     The root dest/cifar10-jpeg, laid out as the real CIFAR-10 JPEG tarball.
   """
-  class_photos = class_photos or CLASS_PHOTOS
   root = dest / 'cifar10-jpeg'
   for class_name in classes:
     folder = root / 'train' / class_name
     folder.mkdir(parents=True)
-    for index, patch in enumerate(photo_patches(sample_photo(class_photos[class_name]),
-                                                per_class)):
-      # Pillow's defaults are the tarball's encoding: quality 75, 4:2:0 chroma.
+    patches = photo_patches(sample_photo(CLASS_PHOTOS[class_name]), per_class)
+    for index, patch in enumerate(patches):
+      # The tarball's encoding (Pillow's defaults, spelled out): quality 75, 4:2:0 chroma.
       Image.fromarray(patch).save(folder / f'{index:04d}.jpg', format='JPEG', quality=75,
                                   subsampling='4:2:0')
   return root
