@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import config as config_lib
-from alexnet_tf import cli_logging, lrn, preprocessing, records, rundir
+from alexnet_tf import cli_logging, decoding, eval_crops, lrn, records, rundir
 from alexnet_tf import estimator as estimator_lib
 from alexnet_tf.config import Config
 
@@ -47,18 +47,17 @@ MEAN_ASSET = 'train_mean.npy'  # in assets.extra/: the mean the float signature'
 
 def serving_input_receiver_fn(config: Config, metadata: records.DatasetMetadata, mean):
   """The receiver: encoded image strings [-1] -> {'image': float32 [-1, S, S, 3]}."""
-  crop = config.data.crop_size
+  crop, pad = config.data.crop_size, config.data.pad
   stored = metadata.image_size[0] if metadata.image_size else None
   if metadata.image_size and metadata.image_size[0] != metadata.image_size[1]:
     raise ValueError(f'{metadata.name}: stored images are {metadata.image_size}; serving '
                      f'resizes to a square stored size')
 
   def preprocess(encoded):  # stored size unknown: the whole evaluation input per image
-    return preprocessing.preprocess_for_eval(preprocessing.decode_image(encoded), mean,
-                                             config.data)
+    return eval_crops.eval_crops(decoding.decode_image(encoded), mean, crop, pad)
 
   def decode(encoded):  # uint8 [stored, stored, 3], as the converter stores images
-    return preprocessing.decode_for_serving(encoded, stored)
+    return decoding.decode_for_serving(encoded, stored)
 
   def batch_of_images(image_bytes):
     if not stored:
@@ -71,7 +70,7 @@ def serving_input_receiver_fn(config: Config, metadata: records.DatasetMetadata,
         lambda: tf.map_fn(decode, image_bytes,
                           fn_output_signature=tf.TensorSpec([stored, stored, 3], tf.uint8)))
     stored_images.set_shape([None, stored, stored, 3])
-    return preprocessing.centre_crop_batch_for_eval(stored_images, mean, config.data)
+    return eval_crops.eval_crops(stored_images, mean, crop, pad)
 
   def receiver_fn():
     image_bytes = tf1.placeholder(tf.string, [None], name=IMAGE_BYTES)

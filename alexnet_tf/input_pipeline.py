@@ -126,18 +126,6 @@ def open_dataset(data_dir: str, data_config: DataConfig, *, training: bool = Fal
   return Source(data_dir, metadata, None if mean is None else np.asarray(mean, np.float32))
 
 
-def _as_source(source, data_config, training, mean) -> Source:
-  # TRANSITIONAL (removed when the callers pass a Source): a data directory is opened here.
-  if isinstance(source, Source):
-    return source
-  return open_dataset(source, data_config, training=training, mean=mean)
-
-
-def load_mean(data_dir, data_config, metadata=None):
-  # TRANSITIONAL: the mean of `open_dataset(data_dir, data_config)`.
-  return open_dataset(data_dir, data_config).mean
-
-
 def parse_example(serialized: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
   """A serialized `tf.train.Example` -> (encoded image bytes, int32 label)."""
   features = tf.io.parse_single_example(serialized, _FEATURES)
@@ -146,8 +134,8 @@ def parse_example(serialized: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
 
 def make_dataset(source: Source, split: str, data_config: DataConfig, batch_size: int,
                  training: bool, *, num_epochs: Optional[int] = None, ten_crop: bool = False,
-                 seed: Optional[int] = None, drop_remainder: Optional[bool] = None,
-                 mean=None) -> tf.data.Dataset:
+                 seed: Optional[int] = None,
+                 drop_remainder: Optional[bool] = None) -> tf.data.Dataset:
   """Batches ({'image': float32 images}, int32 labels) of `split` (see the module docstring).
 
   Args:
@@ -158,7 +146,6 @@ def make_dataset(source: Source, split: str, data_config: DataConfig, batch_size
     seed: makes training reproducible; None: random.
     drop_remainder: drop a last partial batch; default True for training, False otherwise.
   """
-  source = _as_source(source, data_config, training, mean)
   if not training:
     return _finish_options(_eval_dataset(source, split, data_config, batch_size, ten_crop,
                                          bool(drop_remainder)))
@@ -178,8 +165,6 @@ def make_input_fn(source: Source, split: str, data_config: DataConfig, batch_siz
   the float finish built on them in the graph: it runs inside the training step, on the
   net's device, and tf.data batches and prefetches a quarter of the bytes.
   """
-  source = _as_source(source, data_config, training, kwargs.pop('mean', None))
-
   def input_fn():
     if not training:
       return make_dataset(source, split, data_config, batch_size, False, **kwargs)

@@ -54,8 +54,9 @@ def measure_net(net: str, data_dir: str, work_dir: str, batch_size: int, batches
     estimator, _ = common.make_checkpoint(config, data_dir, model_dir)
     result = {'split': split, 'batch_size': batch_size, 'batches': batches,
               'lrn_impl': config.model.lrn_impl}
+    source = input_pipeline.open_dataset(data_dir, config.data)
     for name, ten_crop in (('ten_crop', True), ('centre_crop', False)):
-      input_fn = input_pipeline.make_input_fn(data_dir, split, config.data, batch_size,
+      input_fn = input_pipeline.make_input_fn(source, split, config.data, batch_size,
                                               training=False, ten_crop=ten_crop)
       timer = common.StepTimer()
       estimator.evaluate(input_fn, steps=batches, hooks=[timer], name=f'bench_{name}')

@@ -1,6 +1,6 @@
 """Throughput of the training input pipeline against the raw JPEG/PNG decode of the same bytes.
 
-Issue 4's target: the training input pipeline, as it feeds the Estimator
+The target: the training input pipeline, as it feeds the Estimator
 (`input_pipeline.make_input_fn(training=True)`), delivers >= 80% of the images per CPU second
 of a plain `tf.io.decode_jpeg` over the same records with the same parallelism.
 
@@ -18,15 +18,14 @@ mean_image.npy (the format of `alexnet_tf.records`):
 What is measured, each over `--images` images after a warm-up (for cached datasets: one full
 epoch, so the steady state is measured), alternating for --rounds rounds; tables show medians:
   raw decode        shards read as by the pipeline, full decode to uint8, batched.
-  pipeline          what tf.data delivers to the Estimator: for pad == 0 (imagenet) the
-                    deferred form `make_dataset(defer_float=True)` (shuffled records, random
-                    window decoded - fused for JPEG - and mirrored, uint8 crops batched with
-                    their window, flip and lighting alphas); for pad > 0 (cifar)
-                    `make_dataset`. Its ratio to raw decode is the target's figure.
-  float in tf.data  (pad == 0) `make_dataset` without defer_float: the float stage mapped over
-                    the batches in tf.data, as before the float work moved into the graph.
-  in-graph finish   (pad == 0) the float stage where make_input_fn puts it: one batch of the
-                    deferred form held in variables, `make_finish_fn` run on it by
+  pipeline          what tf.data delivers to the Estimator, `TrainingPipeline.deferred`
+                    (shuffled records; random window decoded - fused for JPEG - or, padded
+                    images, cut per batch; mirrored; uint8 crops batched with their window,
+                    flip and lighting alphas). Its ratio to raw decode is the target's figure.
+  float in tf.data  `make_dataset`: the float finish mapped over the batches in tf.data, as
+                    before the float work moved into the graph.
+  in-graph finish   the float finish where make_input_fn puts it: one batch of the deferred
+                    form held in variables, `TrainingPipeline.finish` run on it by
                     session.run in a loop (default session thread pools, as the Estimator's).
                     Without a GPU this work is not saved, only moved into the training step:
                     "pipeline + finish" is the combined CPU cost per image.
@@ -242,16 +241,20 @@ def uncached_pipeline_dataset(data_dir: str, data_config, batch_size: int):
                           batch_size)
 
 
+def training_pipeline(data_dir: str, data_config):
+  source = input_pipeline.open_dataset(data_dir, data_config, training=True)
+  return input_pipeline.TrainingPipeline(source, data_config, seed=None)
+
+
 def pipeline_dataset(data_dir: str, data_config, batch_size: int):
-  """What tf.data hands the Estimator: the deferred uint8 form when there is one."""
-  return input_pipeline.make_dataset(data_dir, records.TRAIN, data_config, batch_size,
-                                     training=True,
-                                     defer_float=input_pipeline.defers_float(data_config))
+  """What tf.data hands the Estimator (`make_input_fn`): uint8 crops and their choices."""
+  return training_pipeline(data_dir, data_config).deferred(records.TRAIN, batch_size, None, True)
 
 
 def float_pipeline_dataset(data_dir: str, data_config, batch_size: int):
-  """`make_dataset`'s float32 contract: the float stage inside tf.data."""
-  return input_pipeline.make_dataset(data_dir, records.TRAIN, data_config, batch_size,
+  """`make_dataset`'s float32 batches: the float finish inside tf.data."""
+  source = input_pipeline.open_dataset(data_dir, data_config, training=True)
+  return input_pipeline.make_dataset(source, records.TRAIN, data_config, batch_size,
                                      training=True)
 
 
@@ -259,7 +262,7 @@ def measure_graph_finish(data_dir: str, data_config, batch_size: int, num_images
   """(images per wall second, images per CPU second) of the in-graph float stage.
 
   One batch of the deferred form is held in variables (constants would be folded away by
-  the graph optimiser), and `make_finish_fn` on it is run as session.run targets.
+  the graph optimiser), and `TrainingPipeline.finish` on it is run as session.run targets.
   """
   features, _ = next(iter(pipeline_dataset(data_dir, data_config, batch_size)))
   tf1 = tf.compat.v1
@@ -269,7 +272,7 @@ def measure_graph_finish(data_dir: str, data_config, batch_size: int, num_images
       placeholder = tf1.placeholder(value.dtype, value.shape)
       held[key] = tf1.Variable(placeholder, trainable=False)
       feeds[placeholder] = value.numpy()
-    finish = input_pipeline.make_finish_fn(data_dir, data_config)(held)['image'].op
+    finish = training_pipeline(data_dir, data_config).finish(held)['image'].op
     with tf1.Session() as session:
       session.run(tf1.global_variables_initializer(), feeds)
       for _ in range(2):
@@ -310,15 +313,11 @@ STAGES = (('raw decode', raw_decode_dataset), ('pipeline', pipeline_dataset),
 
 
 def run_dataset(name, data_dir, data_config, args, warmup_images):
-  deferred = input_pipeline.defers_float(data_config)
-  # Without a deferred form (pad > 0: whole float batches) the pipeline is make_dataset
-  # itself. For cached datasets the uncached pipeline shows the rate of the first epoch.
+  # For cached datasets the uncached pipeline shows the rate of the first epoch.
   stages = [(label, make) for label, make in STAGES
-            if (label != FLOAT_IN_DATA or deferred) and
-            (label != UNCACHED or data_config.cache_decoded)]
+            if label != UNCACHED or data_config.cache_decoded]
   rows = {label: [] for label, _ in stages}
-  if deferred:
-    rows[GRAPH_FINISH] = []
+  rows[GRAPH_FINISH] = []
   for round_index in range(args.rounds):
     for label, make in stages:
       # Only the pipeline caches decoded images; the others need no epoch of warm-up.
@@ -327,11 +326,10 @@ def run_dataset(name, data_dir, data_config, args, warmup_images):
       rows[label].append(rate)
       print(f'  {name} round {round_index + 1}: {label:18s} {rate[0]:8.0f} img/s wall, '
             f'{rate[1]:8.0f} img/CPU-s', flush=True)
-    if deferred:
-      rate = measure_graph_finish(data_dir, data_config, args.batch_size, args.images)
-      rows[GRAPH_FINISH].append(rate)
-      print(f'  {name} round {round_index + 1}: {GRAPH_FINISH:18s} {rate[0]:8.0f} img/s wall, '
-            f'{rate[1]:8.0f} img/CPU-s', flush=True)
+    rate = measure_graph_finish(data_dir, data_config, args.batch_size, args.images)
+    rows[GRAPH_FINISH].append(rate)
+    print(f'  {name} round {round_index + 1}: {GRAPH_FINISH:18s} {rate[0]:8.0f} img/s wall, '
+          f'{rate[1]:8.0f} img/CPU-s', flush=True)
   result = {}
   for label, rates in rows.items():
     result[label] = {
@@ -340,23 +338,20 @@ def run_dataset(name, data_dir, data_config, args, warmup_images):
         'all_rounds': [{'wall': r[0], 'cpu': r[1]} for r in rates],
     }
   raw, pipe = result['raw decode'], result['pipeline']
-  result['pipeline_is'] = ('make_dataset(defer_float=True): uint8 crops + params, as '
-                           'make_input_fn feeds the Estimator' if deferred else
-                           'make_dataset: float32 batches')
+  result['pipeline_is'] = ('TrainingPipeline.deferred: uint8 crops + their choices, as '
+                           'make_input_fn feeds the Estimator')
   result['ratio_per_cpu_second'] = pipe['images_per_cpu_second'] / raw['images_per_cpu_second']
   result['ratio_wall'] = pipe['images_per_second'] / raw['images_per_second']
   for label, key in ((FLOAT_IN_DATA, 'float_in_data_ratio_per_cpu_second'),
                      (UNCACHED, 'uncached_ratio_per_cpu_second')):
     if label in result:
       result[key] = result[label]['images_per_cpu_second'] / raw['images_per_cpu_second']
-  if deferred:
-    result[GRAPH_FINISH]['batch_size'] = args.batch_size
-    # CPU seconds per image add up: the deferred pipeline's plus the in-graph finish's.
-    combined = 1.0 / (1.0 / pipe['images_per_cpu_second'] +
-                      1.0 / result[GRAPH_FINISH]['images_per_cpu_second'])
-    result['pipeline_plus_finish_images_per_cpu_second'] = combined
-    result['pipeline_plus_finish_ratio_per_cpu_second'] = (
-        combined / raw['images_per_cpu_second'])
+  result[GRAPH_FINISH]['batch_size'] = args.batch_size
+  # CPU seconds per image add up: the deferred pipeline's plus the in-graph finish's.
+  combined = 1.0 / (1.0 / pipe['images_per_cpu_second'] +
+                    1.0 / result[GRAPH_FINISH]['images_per_cpu_second'])
+  result['pipeline_plus_finish_images_per_cpu_second'] = combined
+  result['pipeline_plus_finish_ratio_per_cpu_second'] = combined / raw['images_per_cpu_second']
   return result
 
 

@@ -107,7 +107,7 @@ def measure_net(net: str, data_dir: str, work_dir: str, batch: int, repeats: int
   """All the serving measurements of one net, in this process (see the module docstring)."""
   # pylint: disable=import-outside-toplevel
   from alexnet_tf import estimator as estimator_lib
-  from alexnet_tf import export, input_pipeline, preprocessing
+  from alexnet_tf import decoding, eval_crops, export, input_pipeline
   from alexnet_tf.model import build_alexnet
   from alexnet_tf.model_fn import portable_model_config
   metadata = common.records.read_metadata(data_dir)
@@ -124,8 +124,8 @@ def measure_net(net: str, data_dir: str, work_dir: str, batch: int, repeats: int
     stored = metadata.image_size[0]
 
     def preprocess(encoded):  # what the SavedModel's receiver does, per image
-      image = preprocessing.decode_for_serving(tf.constant(encoded), stored)
-      return preprocessing.preprocess_for_eval(image, mean, config.data).numpy()
+      image = decoding.decode_for_serving(tf.constant(encoded), stored)
+      return eval_crops.eval_crops(image, mean, config.data.crop_size, config.data.pad).numpy()
 
     floats = np.stack([preprocess(j) for j in jpegs])  # [batch, S, S, 3]
     loaded = tf.saved_model.load(path, tags=['serve'])
