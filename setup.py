@@ -26,6 +26,8 @@ setup(
     python_requires='>=3.9,<3.12',
     install_requires=[
         'tensorflow>=2.15,<2.16',
+        # Per-class F1 and confusion counts in evaluation (model_fn.per_class_metrics); 0.23
+        # is its last release and supports TF 2.13-2.15 only.
         'tensorflow-addons==0.23.*',
         'numpy<2',  # TF 2.15 is built against the NumPy 1.x ABI
         'pillow',  # image validation and re-encoding in the converter
@@ -34,7 +36,11 @@ setup(
     # scikit-image only for its bundled sample photographs, which the tests (and the
     # benchmarks, run from a checkout with this extra) turn into datasets; the package itself
     # never imports it, so users do not pay for it.
-    extras_require={'test': ['pytest', 'scikit-image']},
+    extras_require={
+        # matplotlib draws tools/plot_curve.py's learning curves; the tests check that tool.
+        'plot': ['matplotlib'],
+        'test': ['pytest', 'scikit-image', 'matplotlib'],
+    },
     entry_points={
         'console_scripts': [
             'alexnet-make-tfrecords=alexnet_tf.convert.cli:main',

@@ -70,7 +70,7 @@ class ModelConfig:
   dense_layers: Tuple[DenseLayer, ...]
   num_classes: int
   logits_name: str = 'fc8'  # the classifier layer, reads FULL, no ReLU or dropout
-  logits_bias_init: float = 0.0  # the spec's table: fc8 bias 0
+  logits_bias_init: float = 0.0  # paper 5 sets 1 only on conv2/4/5 and the hidden fc layers
   logits_init_stddev: Optional[float] = None  # None: weight_stddev
   weight_stddev: float = 0.01  # paper 5: all weights from N(0, 0.01)
   dropout_rate: float = 0.5  # paper 4.2: dropout 0.5 on fc6 and fc7
@@ -130,7 +130,7 @@ def he_stddev(fan_in: int, input_std: float = 1.0) -> float:
   return math.sqrt(2.0 / fan_in) / input_std
 
 
-# Section 5 of the spec: AlexNet's anatomy (5 conv + 3 fc, two towers with the same own/full
+# CIFAR-10 keeps AlexNet's anatomy (5 conv + 3 fc, two towers with the same own/full
 # connectivity, ReLU, LRN after conv1/conv2, overlapping 3x3/2 pooling, dropout 0.5, the same
 # bias rule, Gaussian weights) with kernels and widths scaled to a 32x32 input. SAME pooling
 # halves 32 -> 16 -> 8 -> 4. Widths are half of conv-tower widths that CPU throughput allows:

@@ -3,7 +3,7 @@
 From a training run's checkpoint (`--model-dir`, default the best checkpoint) or from an
 exported SavedModel (`--saved-model`), on a split of a converted dataset. Prints a table and
 writes JSON. Compare 10-crop numbers with the paper's 10-crop numbers, centre-crop numbers
-with the paper's "without 10-crop" row (spec section 7: a common mix-up). Whatever the
+with the paper's single-crop figures (a common mix-up). Whatever the
 data, the images get the model's own training mean.
 """
 
@@ -12,12 +12,14 @@ import json
 import logging
 import os
 import sys
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence
+
+from alexnet_tf import cli_logging  # first: quiets TensorFlow's C++ logs before it loads
 
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import cli_logging, export, input_pipeline, records, rundir
+from alexnet_tf import export, input_pipeline, model_fn, records, rundir
 from alexnet_tf import estimator as estimator_lib
 
 log = logging.getLogger('alexnet_tf.evaluate')
@@ -47,6 +49,7 @@ def evaluate_checkpoint(model_dir: str, checkpoint: str = 'best', data_dir: Opti
     metrics = estimator.evaluate(input_fn, checkpoint_path=path, name=f'{split}_{name}')
     results[name] = _errors(metrics['top1_accuracy'], metrics['top5_accuracy'],
                             metrics['cross_entropy'], run.metadata.counts[split])
+    results[name]['per_class'] = per_class_rows(metrics, run.metadata.classes)
   results['checkpoint'] = path
   return results
 
@@ -58,7 +61,7 @@ def evaluate_saved_model(saved_model_dir: str, data_dir: str, split: str = recor
   The crops get the training mean stored with the export (`export.read_exported_mean`);
   an export from before it was stored gets the mean of `data_dir`, with a warning.
   """
-  config, _ = export.read_exported_config(saved_model_dir)
+  config, classes = export.read_exported_config(saved_model_dir)
   mean = export.read_exported_mean(saved_model_dir)
   if mean is None and config.data.subtract_mean != 'none':
     log.warning('%s stores no training mean (exported by an older alexnet_tf): subtracting '
@@ -73,12 +76,14 @@ def evaluate_saved_model(saved_model_dir: str, data_dir: str, split: str = recor
                                           training=False, ten_crop=ten_crop)
     top1 = top5 = count = 0
     cross_entropy = 0.0
+    per_class = model_fn.per_class_metrics(len(classes))
     for features, labels in dataset:
       images = features['image']
       crops = images.shape[1] if ten_crop else 1
       flat = tf.reshape(images, [-1] + images.shape[-3:].as_list())
       probabilities = predict(**{export.FLOAT_IMAGES: flat})['probabilities'].numpy()
       probabilities = probabilities.reshape(len(labels), crops, -1).mean(axis=1)
+      model_fn.update_per_class_metrics(per_class, labels, tf.constant(probabilities))
       top = np.argsort(-probabilities, axis=1)[:, :5]
       labels = labels.numpy()
       top1 += int(np.sum(top[:, 0] == labels))
@@ -88,6 +93,8 @@ def evaluate_saved_model(saved_model_dir: str, data_dir: str, split: str = recor
           probabilities[np.arange(len(labels)), labels], 1e-12))))
       count += len(labels)
     results[name] = _errors(top1 / count, top5 / count, cross_entropy / count, count)
+    results[name]['per_class'] = per_class_rows(
+        {key: metric.result().numpy() for key, metric in per_class.items()}, classes)
   results['saved_model'] = saved_model_dir
   return results
 
@@ -97,12 +104,33 @@ def _errors(top1_accuracy, top5_accuracy, cross_entropy, examples):
           'cross_entropy': float(cross_entropy), 'examples': int(examples)}
 
 
+def per_class_rows(metrics, classes: Sequence[str]) -> List[Dict[str, object]]:
+  """One row per class from the per-class metrics of `model_fn.per_class_metrics`: its name,
+  examples, top-1 error (the share of its images predicted as another class) and F1."""
+  confusion = np.asarray(metrics[model_fn.PER_CLASS_CONFUSION])  # [classes, 2, 2]
+  false_negatives, true_positives = confusion[:, 1, 0], confusion[:, 1, 1]
+  examples = false_negatives + true_positives
+  errors = false_negatives / np.maximum(examples, 1)
+  return [{'class': name, 'examples': int(n), 'top1_error': float(e), 'f1': float(f)}
+          for name, n, e, f in zip(classes, examples, errors, metrics[model_fn.PER_CLASS_F1])]
+
+
 def format_table(results) -> str:
   lines = ['| evaluation | top-1 error | top-5 error | examples |', '|---|---|---|---|']
   for name in (CENTRE, TEN_CROP):
     r = results[name]
     lines.append(f'| {name.replace("_", " ")} | {100 * r["top1_error"]:.2f}% | '
                  f'{100 * r["top5_error"]:.2f}% | {r["examples"]} |')
+  return '\n'.join(lines)
+
+
+def format_per_class(rows: List[Dict[str, object]], limit: int = 20) -> str:
+  """The per-class table of the centre crop; with more than `limit` classes, the worst."""
+  shown = sorted(rows, key=lambda r: -r['top1_error'])[:limit] if len(rows) > limit else rows
+  title = f'{limit} classes with the highest top-1 error' if len(rows) > limit else 'per class'
+  lines = [f'| {title} | examples | top-1 error | F1 |', '|---|---|---|---|']
+  lines += [f'| {r["class"]} | {r["examples"]} | {100 * r["top1_error"]:.2f}% | {r["f1"]:.3f} |'
+            for r in shown]
   return '\n'.join(lines)
 
 
@@ -139,6 +167,7 @@ def main(argv=None) -> int:
     return 1
   results['split'] = args.split
   print(format_table(results))
+  print(format_per_class(results[CENTRE]['per_class']))
   with open(output, 'w', encoding='utf-8') as f:
     json.dump(results, f, indent=2)
   print(f'written to {output}')

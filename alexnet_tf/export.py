@@ -25,11 +25,13 @@ import sys
 import tempfile
 from typing import Optional
 
+from alexnet_tf import cli_logging  # first: quiets TensorFlow's C++ logs before it loads
+
 import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import config as config_lib
-from alexnet_tf import cli_logging, decoding, eval_crops, lrn, records, rundir
+from alexnet_tf import decoding, eval_crops, lrn, records, rundir
 from alexnet_tf import estimator as estimator_lib
 from alexnet_tf.config import Config
 

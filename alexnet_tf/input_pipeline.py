@@ -150,16 +150,17 @@ def make_dataset(source: Source, split: str, data_config: DataConfig, batch_size
     return _finish_options(_eval_dataset(source, split, data_config, batch_size, ten_crop,
                                          bool(drop_remainder)))
   pipeline = TrainingPipeline(source, data_config, seed)
-  dataset = pipeline.deferred(split, batch_size, num_epochs,
-                              True if drop_remainder is None else drop_remainder)
+  dataset = pipeline.deferred(split, batch_size, num_epochs, drop_remainder is not False)
   dataset = dataset.map(lambda features, labels: (pipeline.finish(features), labels),
                         num_parallel_calls=AUTOTUNE, deterministic=pipeline.deterministic)
   return _finish_options(dataset)
 
 
 def make_input_fn(source: Source, split: str, data_config: DataConfig, batch_size: int,
-                  training: bool, **kwargs) -> Callable[[], InputFnResult]:
-  """An Estimator `input_fn`; `kwargs` go to `make_dataset`.
+                  training: bool, *, num_epochs: Optional[int] = None, ten_crop: bool = False,
+                  seed: Optional[int] = None,
+                  drop_remainder: Optional[bool] = None) -> Callable[[], InputFnResult]:
+  """An Estimator `input_fn` of `make_dataset`'s batches (the same arguments).
 
   Training: the (features, labels) tensors of a one-shot iterator over the uint8 crops, with
   the float finish built on them in the graph: it runs inside the training step, on the
@@ -167,15 +168,11 @@ def make_input_fn(source: Source, split: str, data_config: DataConfig, batch_siz
   """
   def input_fn():
     if not training:
-      return make_dataset(source, split, data_config, batch_size, False, **kwargs)
-    options = dict(kwargs)
-    pipeline = TrainingPipeline(source, data_config, options.pop('seed', None))
-    drop_remainder = options.pop('drop_remainder', None)
-    dataset = pipeline.deferred(split, batch_size, options.pop('num_epochs', None),
-                                True if drop_remainder is None else drop_remainder)
-    if options:
-      raise TypeError(f'unexpected arguments for a training input_fn: {sorted(options)}')
-    dataset = _finish_options(dataset)
+      return make_dataset(source, split, data_config, batch_size, False, ten_crop=ten_crop,
+                          drop_remainder=drop_remainder)
+    pipeline = TrainingPipeline(source, data_config, seed)
+    dataset = _finish_options(pipeline.deferred(split, batch_size, num_epochs,
+                                                drop_remainder is not False))
     features, labels = tf.compat.v1.data.make_one_shot_iterator(dataset).get_next()
     # The Estimator calls input_fn under tf.device('/cpu:0'), which the iterator needs; the
     # float finish is the net's work, so the placer may put it with the net (a GPU).

@@ -1,9 +1,16 @@
 """The `tf.estimator` model_fn: loss, the paper's optimiser, metrics and predictions."""
 
 import dataclasses
+import warnings
 from typing import Optional, Sequence
 
 import tensorflow as tf
+
+with warnings.catch_warnings():
+  # tensorflow-addons 0.23 announces at import that it is no longer developed; it is pinned
+  # with TF 2.15 on purpose (setup.py), so the notice would only repeat on every command.
+  warnings.simplefilter('ignore')
+  import tensorflow_addons as tfa
 
 from alexnet_tf import lrn
 from alexnet_tf.config import ModelConfig, TrainConfig
@@ -22,6 +29,9 @@ TOP_K_CLASSES = 'top5_classes'  # int64 [batch, 5]
 TOP_K_PROBABILITIES = 'top5_probabilities'  # float32 [batch, 5]
 TOP_K_NAMES = 'top5_class_names'  # string [batch, 5]
 LOGITS = 'logits'  # float32 [batch, num_classes] (centre crop) or [batch, 10, num_classes]
+# Per-class EVAL metrics (tfa.metrics): float32 [num_classes] and int32 [num_classes, 2, 2].
+PER_CLASS_F1 = 'per_class_f1'
+PER_CLASS_CONFUSION = 'per_class_confusion'  # per class [[tn, fp], [fn, tp]] of the top-1 class
 
 
 def weight_decay_loss(weight_decay: float) -> tf.Tensor:
@@ -103,6 +113,9 @@ def make_model_fn(model_config: ModelConfig, train_config: TrainConfig,
           'top5_accuracy': tf1.metrics.mean(tf.cast(in_top5, tf.float32)),
           'cross_entropy': tf1.metrics.mean(cross_entropy),
       }
+      per_class = per_class_metrics(model_config.num_classes)
+      update_per_class_metrics(per_class, labels, probabilities)
+      metrics.update(per_class)
       return tf.estimator.EstimatorSpec(mode, loss=loss, predictions=predictions,
                                         eval_metric_ops=metrics)
 
@@ -126,6 +139,29 @@ def make_model_fn(model_config: ModelConfig, train_config: TrainConfig,
     return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
 
   return model_fn
+
+
+def per_class_metrics(num_classes: int):
+  """tfa's per-class F1 and one-vs-rest confusion counts of the top-1 prediction, empty.
+
+  Keras metric objects: the Estimator takes them in eval_metric_ops as they are (their
+  variables are in no collection, so they cannot be given as (value, update_op) pairs), and
+  `evaluate --saved-model` updates the same objects eagerly, batch by batch.
+  """
+  return {PER_CLASS_F1: tfa.metrics.F1Score(num_classes, average=None, threshold=None,
+                                            name=PER_CLASS_F1),
+          PER_CLASS_CONFUSION: tfa.metrics.MultiLabelConfusionMatrix(
+              num_classes, dtype=tf.int32, name=PER_CLASS_CONFUSION)}
+
+
+def update_per_class_metrics(metrics, labels, probabilities) -> None:
+  """Adds a batch: labels int [batch], probabilities float32 [batch, num_classes]."""
+  num_classes = probabilities.shape[-1]
+  truth = tf.one_hot(labels, num_classes, dtype=tf.int32)
+  # threshold=None: F1Score counts the top class as the prediction.
+  metrics[PER_CLASS_F1].update_state(tf.cast(truth, tf.float32), probabilities)
+  predicted = tf.one_hot(tf.argmax(probabilities, axis=-1), num_classes, dtype=tf.int32)
+  metrics[PER_CLASS_CONFUSION].update_state(truth, predicted)
 
 
 def _logits_and_probabilities(images, model_config, training):

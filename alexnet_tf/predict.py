@@ -10,9 +10,11 @@ import os
 import sys
 from typing import List, Tuple
 
+from alexnet_tf import cli_logging  # first: quiets TensorFlow's C++ logs before it loads
+
 import tensorflow as tf
 
-from alexnet_tf import cli_logging, export, model_fn
+from alexnet_tf import export, model_fn
 
 log = logging.getLogger('alexnet_tf.predict')
 

@@ -30,6 +30,7 @@ import os
 import time
 from typing import Dict, Mapping, Optional, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import config as config_lib
@@ -99,11 +100,9 @@ def train_and_evaluate(config: Config, data_dir: str, model_dir: str,
 def _learning_rate_fn(train: config_lib.TrainConfig, plan: RunPlan, state):
   if train.schedule == 'plateau':
     return schedule.plateau_variable(state.learning_rate)
-  if train.schedule == 'step':
-    return schedule.piecewise(train.learning_rate,
-                              schedule.step_boundaries(train, plan.steps_per_epoch),
-                              train.lr_decay_factor)
-  raise ValueError(f'unknown schedule {train.schedule!r}; use "plateau" or "step"')
+  return schedule.piecewise(train.learning_rate,  # 'step' (TrainConfig knows no others)
+                            schedule.step_boundaries(train, plan.steps_per_epoch),
+                            train.lr_decay_factor)
 
 
 def _train(config, source, model_dir, plan, listener, step, extra_hooks):
@@ -134,7 +133,7 @@ def record_evaluation(model_dir: str, train_config: config_lib.TrainConfig, plan
   The state is read from and written to the run directory, so any caller can do this (the
   listener here, an Exporter under train_and_evaluate); a step already recorded is ignored.
   """
-  metrics = {k: float(v) for k, v in metrics.items()}
+  metrics = plain_metrics(metrics)
   state = rundir.load_schedule_state(model_dir, train_config)
   if step <= state.last_eval_step:
     return state
@@ -155,6 +154,11 @@ def record_evaluation(model_dir: str, train_config: config_lib.TrainConfig, plan
            step, metrics['top1_accuracy'], metrics['top5_accuracy'], metrics['loss'],
            1.0 - new_state.best_error, new_state.best_step)
   return new_state
+
+
+def plain_metrics(metrics: Mapping[str, object]) -> Dict[str, object]:
+  """`Estimator.evaluate`'s NumPy values as JSON-ready floats and (per-class) lists."""
+  return {k: float(v) if np.ndim(v) == 0 else np.asarray(v).tolist() for k, v in metrics.items()}
 
 
 def _validate(config, source, model_dir) -> Dict[str, float]:
@@ -204,4 +208,4 @@ class _EvaluationListener(tf1.train.CheckpointSaverListener):
       metrics = _validate(*self._args)
       self.state = record_evaluation(self._model_dir, self._train_config, plan, step, metrics,
                                      time.time() - start)
-      self.metrics = {k: float(v) for k, v in metrics.items()}
+      self.metrics = plain_metrics(metrics)

@@ -12,7 +12,9 @@ import os
 import sys
 from typing import List, Optional, Tuple
 
-from alexnet_tf import cli_logging, records, rundir, run_loop
+from alexnet_tf import cli_logging  # first: quiets TensorFlow's C++ logs before it loads
+
+from alexnet_tf import records, rundir, run_loop
 from alexnet_tf import config as cfg
 from alexnet_tf.convert import cifar10
 from alexnet_tf.hooks import NonFiniteLossError

@@ -1,4 +1,4 @@
-"""Evaluation throughput: 10-crop and centre-crop images/second (issue 6, item 4).
+"""Evaluation throughput: 10-crop and centre-crop images/second.
 
 The product's evaluation (`evaluate.evaluate_checkpoint` does exactly this):
 `estimator.make_estimator(...).evaluate` on `input_pipeline.make_dataset(training=False,

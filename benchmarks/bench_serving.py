@@ -1,4 +1,4 @@
-"""Serving: the exported SavedModel against the bare forward pass (issue 6, item 3).
+"""Serving: the exported SavedModel against the bare forward pass.
 
 For each net, a checkpoint of freshly initialised weights (one SGD step by the product's
 Estimator) is exported with `export.export_saved_model` (JPEG/PNG bytes in, the evaluation
@@ -11,7 +11,7 @@ every case called in turn (`common.time_interleaved`), so all see the same machi
                            outputs fetched with `session.run`, fed encoded JPEGs: decode,
                            resize to the stored size, mean, centre crop, the net, softmax and
                            top-5. This is how TF Serving runs a SavedModel (a C++ Session over
-                           the MetaGraph), so it is the issue's figure.
+                           the MetaGraph), so it is the figure that counts.
   savedmodel, JPEG bytes   the same signature through `tf.saved_model.load` (the Python/eager
                            function path a Python user would call)
   savedmodel, float input  signature 'float_images:serving_default' fed the same image
@@ -23,7 +23,7 @@ every case called in turn (`common.time_interleaved`), so all see the same machi
 The JPEG is an image of the converted dataset at its stored size (256x256 or 32x32), so
 the resize is an identity; a full-size photo is timed too (the decode and resize of a
 512x512 upload; --no-photo-jpeg skips it). The ratio of the SavedModel session's batch-1
-latency with JPEG bytes to the bare forward pass is the issue's target (<= 1.1x).
+latency with JPEG bytes to the bare forward pass is the target (<= 1.1x).
 
   python benchmarks/bench_serving.py --json benchmarks/results/serving.json   # ~2 minutes
   python benchmarks/bench_serving.py --smoke

@@ -1,4 +1,4 @@
-"""Training throughput, the machine's limit and peak memory (issue 6, items 1, 2 and 5).
+"""Training throughput, the machine's limit and peak memory.
 
 For each net (the paper's ImageNet net at 227x227, two towers; the CIFAR-10 net), in one run:
 

@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmarks of issue 6: machine facts, data, the bare training step,
+"""Shared pieces of the benchmarks: machine facts, data, the bare training step,
 analytic FLOP counts, timing helpers and the results table/JSON.
 
 Every benchmark imports `alexnet_tf` before TensorFlow (it turns on TF's oneDNN kernels,

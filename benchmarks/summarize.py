@@ -3,7 +3,7 @@
   python benchmarks/summarize.py [--results benchmarks/results]
 
 Reads train*.json, serving*.json, eval*.json and lrn*.json (whichever exist, in name order) and
-prints the tables with the machine, date and TF version of each run, and the issue's targets
+prints the tables with the machine, date and TF version of each run, and the targets
 marked met or missed.
 """
 

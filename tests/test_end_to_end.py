@@ -71,6 +71,17 @@ def test_evaluate_cli_writes_centre_and_ten_crop_table(trained, capsys):
   # The centre-crop numbers are the run's own last validation numbers.
   history = json.loads((trained / rundir.HISTORY_FILE).read_text().splitlines()[-1])
   assert results[evaluate.CENTRE]['top1_error'] == pytest.approx(1 - history['top1_accuracy'])
+  # The per-class rows (tfa's confusion counts) add up to the overall top-1 error.
+  classes = rundir.load_run(str(trained)).metadata.classes
+  for name in (evaluate.CENTRE, evaluate.TEN_CROP):
+    rows = results[name]['per_class']
+    assert [r['class'] for r in rows] == list(classes)
+    assert sum(r['examples'] for r in rows) == 60
+    wrong = sum(r['top1_error'] * r['examples'] for r in rows)
+    assert wrong / 60 == pytest.approx(results[name]['top1_error'])
+    assert all(0.0 <= r['f1'] <= 1.0 for r in rows)
+  assert '| per class | examples | top-1 error | F1 |' in printed
+  assert len(history['per_class_f1']) == len(classes)  # validation history keeps them too
 
 
 def test_exporting_never_builds_the_lrn_kernel(trained, tmp_path, monkeypatch):
@@ -109,6 +120,11 @@ def other_mean_copy(cifar10_subset_records, tmp_path_factory):
   return copy
 
 
+def _overall(result):
+  """An evaluation result without its per-class rows."""
+  return {k: v for k, v in result.items() if k != 'per_class'}
+
+
 def test_checkpoint_evaluation_on_other_data_uses_the_training_mean(trained,
                                                                      cifar10_subset_records,
                                                                      other_mean_copy):
@@ -120,7 +136,8 @@ def test_checkpoint_evaluation_on_other_data_uses_the_training_mean(trained,
   on_copy = evaluate.evaluate_checkpoint(str(trained), data_dir=str(other_mean_copy))
   for name in (evaluate.CENTRE, evaluate.TEN_CROP):
     # The cross-entropy makes this sensitive: 6 steps leave most predictions at one class.
-    assert on_copy[name] == pytest.approx(on_training_dir[name], rel=1e-6)
+    assert _overall(on_copy[name]) == pytest.approx(_overall(on_training_dir[name]), rel=1e-6)
+    assert on_copy[name]['per_class'] == on_training_dir[name]['per_class']
 
 
 def test_saved_model_evaluation_on_other_data_uses_the_exported_mean(trained,
@@ -130,7 +147,8 @@ def test_saved_model_evaluation_on_other_data_uses_the_exported_mean(trained,
   on_training_dir = evaluate.evaluate_saved_model(saved, str(cifar10_subset_records))
   on_copy = evaluate.evaluate_saved_model(saved, str(other_mean_copy))
   for name in (evaluate.CENTRE, evaluate.TEN_CROP):
-    assert on_copy[name] == pytest.approx(on_training_dir[name], rel=1e-6)
+    assert _overall(on_copy[name]) == pytest.approx(_overall(on_training_dir[name]), rel=1e-6)
+    assert on_copy[name]['per_class'] == on_training_dir[name]['per_class']
 
 
 def _validation_examples(data_dir, count):

@@ -51,6 +51,23 @@ def test_predict_builds_no_loss_and_returns_consistent_outputs():
   assert set(spec.export_outputs) == {'serving_default'}
 
 
+def test_per_class_metrics_equal_numpy():
+  rng = np.random.default_rng(3)
+  metrics = mf.per_class_metrics(4)
+  labels, probabilities = rng.integers(0, 4, 50), rng.dirichlet(np.ones(4), 50)
+  for batch in (slice(0, 20), slice(20, 50)):  # accumulated over batches
+    mf.update_per_class_metrics(metrics, tf.constant(labels[batch]),
+                                tf.constant(probabilities[batch], tf.float32))
+  predicted = probabilities.argmax(1)
+  confusion = metrics[mf.PER_CLASS_CONFUSION].result().numpy()
+  f1 = metrics[mf.PER_CLASS_F1].result().numpy()
+  for c in range(4):
+    tp = np.sum((predicted == c) & (labels == c))
+    fp, fn = np.sum((predicted == c) & (labels != c)), np.sum((predicted != c) & (labels == c))
+    np.testing.assert_array_equal(confusion[c], [[50 - tp - fp - fn, fp], [fn, tp]])
+    assert f1[c] == pytest.approx(2 * tp / (2 * tp + fp + fn), rel=1e-5)
+
+
 def test_ten_crop_averages_the_softmax_of_the_crops():
   with tf.Graph().as_default():
     tf1.set_random_seed(0)
@@ -63,11 +80,12 @@ def test_ten_crop_averages_the_softmax_of_the_crops():
   np.testing.assert_allclose(out[mf.PROBABILITIES], softmax.mean(axis=1), rtol=1e-5)
 
 
-def test_eval_metrics_are_top1_top5_and_loss():
+def test_eval_metrics_are_top1_top5_loss_and_per_class():
   with tf.Graph().as_default():
     spec = _spec(ModeKeys.EVAL, batch=8)
-    assert set(spec.eval_metric_ops) == {'top1_accuracy', 'top5_accuracy', 'cross_entropy'}
-    updates = {k: v[1] for k, v in spec.eval_metric_ops.items()}
+    scalars = {'top1_accuracy', 'top5_accuracy', 'cross_entropy'}
+    assert set(spec.eval_metric_ops) == scalars | {mf.PER_CLASS_F1, mf.PER_CLASS_CONFUSION}
+    updates = {k: spec.eval_metric_ops[k][1] for k in scalars}
     out = _run(dict(updates, probabilities=spec.predictions[mf.PROBABILITIES]))
   labels = np.arange(8) % 7
   probabilities = out['probabilities']

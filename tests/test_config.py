@@ -1,0 +1,67 @@
+"""The config cannot be built invalid: each dataclass checks its own fields, Config the rules
+between them, and the entry point turns a bad flag into one line and exit status 2."""
+
+import dataclasses
+
+import pytest
+
+from alexnet_tf import config as cfg
+from alexnet_tf import train
+
+CIFAR = cfg.get_config('cifar10')
+
+
+@pytest.mark.parametrize('changes, message', [
+    (dict(subtract_mean='median'), 'subtract_mean must be one of'),
+    (dict(crop_size=0), 'crop_size must be positive'),
+    (dict(pad=-1), 'pad must be >= 0'),
+    (dict(pca_lighting_std=-0.1), 'pca_lighting_std must be >= 0'),
+    (dict(shuffle_buffer=0), 'shuffle_buffer must be >= 1'),
+    (dict(cycle_length=0), 'cycle_length must be >= 1'),
+])
+def test_data_config_rejects_bad_fields(changes, message):
+  with pytest.raises(ValueError, match=message):
+    dataclasses.replace(CIFAR.data, **changes)
+
+
+@pytest.mark.parametrize('changes, message', [
+    (dict(batch_size=0), 'batch_size must be >= 1'),
+    (dict(learning_rate=0.0), 'learning_rate must be positive'),
+    (dict(momentum=1.0), r'momentum must be in \[0, 1\)'),
+    (dict(weight_decay=-1e-4), 'weight_decay must be >= 0'),
+    (dict(schedule='cosine'), 'schedule must be one of'),
+    (dict(lr_decay_factor=0.0), r'lr_decay_factor must be in \(0, 1\]'),
+    (dict(plateau_patience=0), 'plateau_patience must be >= 1'),
+    (dict(max_decays=-1), 'max_decays must be >= 0'),
+    (dict(step_boundaries_epochs=(10.0, 5.0)), 'positive and increasing'),
+    (dict(epochs=0.0), 'epochs must be positive'),
+    (dict(max_steps=0), 'max_steps must be None or >= 1'),
+    (dict(eval_every_epochs=0.0), 'eval_every_epochs must be positive'),
+    (dict(keep_checkpoints=0), 'keep_checkpoints must be >= 1'),
+])
+def test_train_config_rejects_bad_fields(changes, message):
+  with pytest.raises(ValueError, match=message):
+    dataclasses.replace(CIFAR.train, **changes)
+
+
+def test_config_requires_the_crop_to_be_the_net_input():
+  with pytest.raises(ValueError, match='takes 32x32 inputs, but DataConfig.crop_size is 28'):
+    dataclasses.replace(CIFAR, data=dataclasses.replace(CIFAR.data, crop_size=28))
+  imagenet = cfg.get_config('imagenet')
+  with pytest.raises(ValueError, match='takes 227x227 inputs'):
+    cfg.Config(imagenet.model, CIFAR.data, imagenet.train)
+
+
+@pytest.mark.parametrize('name', sorted(cfg.CONFIGS))
+def test_configs_round_trip_through_their_dict(name):
+  config = cfg.get_config(name)
+  assert cfg.from_dict(cfg.to_dict(config)) == config
+
+
+def test_a_bad_flag_value_is_one_line_and_exit_status_2(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    train.main(['--data-dir', 'unused', '--batch-size', '0'])
+  assert exit_info.value.code == 2
+  error = capsys.readouterr().err.strip().splitlines()
+  assert error[-1].endswith('TrainConfig.batch_size must be >= 1, got 0')
+  assert not any('Traceback' in line for line in error)
