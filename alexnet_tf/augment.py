@@ -37,6 +37,10 @@ class Choices(NamedTuple):
   position: tf.Tensor  # float32 [..., 2] on [0, 1): where the window lies (y, x)
   flip: Optional[tf.Tensor]  # bool [...]; None: random_flip is off
   alpha: Optional[tf.Tensor]  # float32 [..., 3]; None: lighting is off
+  # With the stored size known ahead (`draw(stored_size=...)`), the window placed in it:
+  offset: Optional[tf.Tensor] = None  # int32 [..., 2], the corner (y, x)
+  jpeg_window: Optional[tf.Tensor] = None  # int32 [..., 4], `decoding.jpeg_crop_window`
+  jpeg_begin: Optional[tf.Tensor] = None  # int32 [..., 3]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -75,27 +79,47 @@ class Augmentation:
     return cls(data_config.crop_size, pad, data_config.random_flip,
                data_config.pca_lighting_std, mean, lighting)
 
-  def draw(self, seed, count: int) -> Choices:
-    """The choices of `count` images from the stateless seed (int [2]): [count] leading dims."""
+  def draw(self, seed, count: int,
+           stored_size: Optional[Tuple[int, int]] = None) -> Choices:
+    """The choices of `count` images from the stateless seed (int [2]): [count] leading dims.
+
+    With `stored_size` (pad == 0), the windows are also placed in images of that size, with
+    the regions a JPEG decode of each needs: vectorised here, not a dozen ops per image.
+    """
     uniform = tf.random.stateless_uniform([count, 3], seed=seed)
     flip = uniform[:, 2] < 0.5 if self.random_flip else None
     alpha = None
     if self.lighting is not None:
       alpha = tf.random.stateless_normal([count, 3], stddev=self.lighting_std,
                                          seed=tf.random.experimental.stateless_fold_in(seed, 1))
-    return Choices(uniform[:, :2], flip, alpha)
+    choices = Choices(uniform[:, :2], flip, alpha)
+    if stored_size is None:
+      return choices
+    height, width = stored_size
+    offset = image_ops.window_offset(choices.position, height, width, self.crop_size)
+    window, begin = decoding.jpeg_crop_window(offset, self.crop_size, width)
+    return choices._replace(offset=offset, jpeg_window=window, jpeg_begin=begin)
 
-  def decode_crop(self, encoded: tf.Tensor, choices: Choices,
-                  stored_size: Optional[Tuple[int, int]]) -> Tuple[tf.Tensor, tf.Tensor]:
-    """Cut, pad == 0, from an encoded image: (uint8 [crop, crop, 3] mirrored, int32 [2])."""
-    crop, offset = decoding.decode_window(encoded, choices.position, self.crop_size,
-                                          stored_size)
+  def decode_crop(self, encoded: tf.Tensor, choices: Choices) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Cut, pad == 0, from an encoded image: (uint8 [crop, crop, 3] mirrored, int32 [2]).
+
+    Placed by `draw(stored_size=...)` when the choices carry an offset, else within the
+    image's own size.
+    """
+    if choices.offset is None:
+      crop, offset = decoding.decode_window(encoded, choices.position, self.crop_size)
+    else:
+      offset = choices.offset
+      crop = decoding.decode_planned_window(encoded, offset, choices.jpeg_window,
+                                            choices.jpeg_begin, self.crop_size)
     return image_ops.mirror_if(crop, choices.flip), offset
 
   def cut_image(self, image: tf.Tensor, choices: Choices) -> Tuple[tf.Tensor, tf.Tensor]:
     """Cut, pad == 0, from a decoded uint8 [H, W, 3]: (uint8 [crop, crop, 3], int32 [2])."""
-    offset = image_ops.window_offset(choices.position, *image_ops.spatial_size(image),
-                                     self.crop_size)
+    offset = choices.offset
+    if offset is None:
+      offset = image_ops.window_offset(choices.position, *image_ops.spatial_size(image),
+                                       self.crop_size)
     crop = image_ops.crop(image, offset, self.crop_size)
     return image_ops.mirror_if(crop, choices.flip), offset
 

@@ -16,6 +16,13 @@ OWN = 'own'  # the layer reads only its own tower's maps
 # The names of alexnet_tf.lrn.IMPLEMENTATIONS (the registry, which imports TensorFlow), for
 # ModelConfig validation and flag choices; a test keeps the two equal.
 LRN_IMPLS = ('reference', 'banded', 'banded_grad', 'fused')
+PADDINGS = ('VALID', 'SAME')
+
+
+def _require(condition: bool, message: str) -> None:
+  """ValueError(message) unless condition: the dataclasses' field checks."""
+  if not condition:
+    raise ValueError(message)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +36,13 @@ class LRNConfig:
   bias: float = 2.0  # the paper's k = 2
   alpha: float = 1e-4  # the paper's alpha, used as written (TF does not divide it by n)
   beta: float = 0.75  # the paper's beta
+
+  def __post_init__(self):
+    _require(self.depth_radius >= 0,
+             f'LRNConfig.depth_radius must be >= 0, got {self.depth_radius}')
+    _require(self.bias > 0, f'LRNConfig.bias must be positive, got {self.bias}')
+    _require(self.alpha >= 0 and self.beta >= 0,
+             f'LRNConfig.alpha and beta must be >= 0, got {self.alpha}, {self.beta}')
 
 
 PAPER_LRN = LRNConfig()
@@ -51,6 +65,17 @@ class ConvLayer:
   pool: bool = False  # overlapping max pooling after the ReLU/LRN
   init_stddev: Optional[float] = None  # None: the model's weight_stddev
 
+  def __post_init__(self):
+    _require(min(self.filters, self.kernel, self.stride) >= 1,
+             f'{self.name}: filters, kernel and stride must be >= 1, got {self.filters}, '
+             f'{self.kernel}, {self.stride}')
+    _require(self.padding in PADDINGS,
+             f'{self.name}: padding must be VALID or SAME, got {self.padding!r}')
+    _require(self.reads in (FULL, OWN),
+             f'{self.name}: reads must be {FULL!r} or {OWN!r}, got {self.reads!r}')
+    _require(self.init_stddev is None or self.init_stddev > 0,
+             f'{self.name}: init_stddev must be None or positive, got {self.init_stddev}')
+
 
 @dataclasses.dataclass(frozen=True)
 class DenseLayer:
@@ -59,6 +84,11 @@ class DenseLayer:
   units: int  # total over all towers
   bias_init: float = 1.0
   init_stddev: Optional[float] = None  # None: the model's weight_stddev
+
+  def __post_init__(self):
+    _require(self.units >= 1, f'{self.name}: units must be >= 1, got {self.units}')
+    _require(self.init_stddev is None or self.init_stddev > 0,
+             f'{self.name}: init_stddev must be None or positive, got {self.init_stddev}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,10 +133,14 @@ class ModelConfig:
       if width % self.num_towers:
         raise ValueError(f'{layer.name}: {width} units do not split evenly over '
                          f'{self.num_towers} towers')
-      if isinstance(layer, ConvLayer) and layer.padding not in ('VALID', 'SAME'):
-        raise ValueError(f'{layer.name}: padding must be VALID or SAME, got {layer.padding!r}')
-      if isinstance(layer, ConvLayer) and layer.reads not in (FULL, OWN):
-        raise ValueError(f'{layer.name}: reads must be {FULL!r} or {OWN!r}, got {layer.reads!r}')
+    _require(self.image_size >= 1 and self.num_classes >= 1,
+             f'image_size and num_classes must be >= 1, got {self.image_size}, '
+             f'{self.num_classes}')
+    _require(self.weight_stddev > 0, f'weight_stddev must be positive, got {self.weight_stddev}')
+    _require(0 <= self.dropout_rate < 1, f'dropout_rate must be in [0, 1), got {self.dropout_rate}')
+    _require(self.pool_size >= 1 and self.pool_stride >= 1 and self.pool_padding in PADDINGS,
+             f'pooling needs size and stride >= 1 and VALID or SAME padding, got '
+             f'{self.pool_size}, {self.pool_stride}, {self.pool_padding!r}')
 
 
 IMAGENET_MODEL = ModelConfig(
@@ -185,11 +219,6 @@ class DataConfig:
              f'DataConfig.shuffle_buffer must be >= 1, got {self.shuffle_buffer}')
     _require(self.cycle_length >= 1,
              f'DataConfig.cycle_length must be >= 1, got {self.cycle_length}')
-
-
-def _require(condition: bool, message: str) -> None:
-  if not condition:
-    raise ValueError(message)
 
 
 IMAGENET_DATA = DataConfig(crop_size=227)

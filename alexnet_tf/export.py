@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_BYTES = 'image_bytes'
 FLOAT_IMAGES = 'images'
-FLOAT_SIGNATURE = 'float_images'  # the receiver alternative; TF names it 'float_images:serving_default'
+# The receiver alternative; TF names its signature 'float_images:serving_default'.
+FLOAT_SIGNATURE = 'float_images'
 SERVING_SIGNATURE = 'serving_default'
 FLOAT_SERVING_SIGNATURE = f'{FLOAT_SIGNATURE}:{SERVING_SIGNATURE}'
 CONFIG_ASSET = 'alexnet_config.json'  # in assets.extra/

@@ -208,14 +208,12 @@ class TrainingPipeline:
     elif decoded:
       cut = lambda example, choices: (aug.cut_image(example[0], choices), example[1], choices)
     else:
-      stored_size = self.source.stored_size
-
       def cut(serialized, choices):
         encoded, label = parse_example(serialized)
-        return aug.decode_crop(encoded, choices, stored_size), label, choices
+        return aug.decode_crop(encoded, choices), label, choices
 
     dataset = dataset.map(lambda example, choices: _deferred_features(
-        *cut(example, Choices(choices['position'], choices.get('flip'), choices.get('alpha')))),
+        *cut(example, Choices(**{name: choices.get(name) for name in Choices._fields}))),
                           num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     if data.pad == 0:
       dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
@@ -243,8 +241,11 @@ class TrainingPipeline:
   def _choices(self) -> tf.data.Dataset:
     """The endless per-image Choices; block k drawn at once from the seed (seed, k)."""
     seed = tf.constant(self.seed, tf.int64)
+    # Windows are placed ahead in stored images of one size, unless padding comes first.
+    size = self.source.stored_size if self.data_config.pad == 0 else None
+
     def block(k):  # a dict: tf.data elements cannot hold the None of a disabled choice
-      choices = self.augmentation.draw(tf.stack([seed, k]), PLAN_BLOCK)
+      choices = self.augmentation.draw(tf.stack([seed, k]), PLAN_BLOCK, size)
       return {name: value for name, value in choices._asdict().items() if value is not None}
 
     return tf.data.Dataset.range(np.iinfo(np.int64).max).map(block).unbatch()

@@ -72,8 +72,9 @@ def test_disabled_augmentations_draw_nothing(stats, changes, has_flip, has_alpha
 @pytest.mark.parametrize('mean_kind', ['pixel', 'rgb', 'none'])
 @pytest.mark.parametrize('random_flip, lighting', [(True, True), (False, True), (True, False)])
 @pytest.mark.parametrize('source', ['JPEG', 'PNG', 'decoded'])
+@pytest.mark.parametrize('placed_ahead', [True, False])
 def test_per_image_cut_and_batch_finish_equal_numpy(stats, mean_kind, random_flip, lighting,
-                                                    source):
+                                                    source, placed_ahead):
   data = dataclasses.replace(DATA, random_flip=random_flip,
                              pca_lighting_std=0.1 if lighting else 0.0)
   mean = _mean(mean_kind)
@@ -82,12 +83,13 @@ def test_per_image_cut_and_batch_finish_equal_numpy(stats, mean_kind, random_fli
   if source != 'decoded':  # the reference sees what the decoder gives
     encoded = [tf.constant(references.encode(image, source)) for image in images]
     images = np.stack([tf.io.decode_image(e, channels=3).numpy() for e in encoded])
-  choices = aug.draw(tf.constant([3, 9], tf.int64), 6)
+  # Windows placed in the known stored size for the whole block, or by each image's own size.
+  choices = aug.draw(tf.constant([3, 9], tf.int64), 6, (SIZE, SIZE) if placed_ahead else None)
   cuts = []
   for i in range(6):
     one = Choices(*[None if c is None else c[i] for c in choices])
     cuts.append(aug.cut_image(tf.constant(images[i]), one) if source == 'decoded' else
-                aug.decode_crop(encoded[i], one, (SIZE, SIZE)))
+                aug.decode_crop(encoded[i], one))
   crops, offsets = tf.stack([c for c, _ in cuts]), tf.stack([o for _, o in cuts])
   assert crops.dtype == tf.uint8
   got = aug.finish(crops, offsets, choices.flip, choices.alpha).numpy()
@@ -96,6 +98,20 @@ def test_per_image_cut_and_batch_finish_equal_numpy(stats, mean_kind, random_fli
     np.testing.assert_allclose(got[i], want[i], rtol=1e-5, atol=1e-3, err_msg=f'image {i}')
   if random_flip:
     assert choices.flip.numpy().any() and not choices.flip.numpy().all()
+  if placed_ahead:
+    np.testing.assert_array_equal(offsets, choices.offset)
+
+
+def test_placing_ahead_puts_windows_where_each_image_would():
+  aug = Augmentation.create(dataclasses.replace(DATA, pca_lighting_std=0.0), None, None,
+                            (SIZE, SIZE + 3))
+  seed = tf.constant([4, 4], tf.int64)
+  ahead, free = aug.draw(seed, 64, (SIZE, SIZE + 3)), aug.draw(seed, 64)
+  np.testing.assert_array_equal(ahead.position, free.position)
+  image = tf.zeros([SIZE, SIZE + 3, 3], tf.uint8)
+  for i in range(64):
+    _, offset = aug.cut_image(image, Choices(free.position[i], free.flip[i], None))
+    np.testing.assert_array_equal(offset, ahead.offset[i])
 
 
 @pytest.mark.parametrize('mean_kind', ['pixel', 'rgb', 'none'])

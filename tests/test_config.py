@@ -65,3 +65,18 @@ def test_a_bad_flag_value_is_one_line_and_exit_status_2(capsys):
   error = capsys.readouterr().err.strip().splitlines()
   assert error[-1].endswith('TrainConfig.batch_size must be >= 1, got 0')
   assert not any('Traceback' in line for line in error)
+
+
+@pytest.mark.parametrize('make, message', [
+    (lambda: cfg.LRNConfig(bias=0.0), 'LRNConfig.bias must be positive'),
+    (lambda: cfg.ConvLayer('c', 0, 3), 'c: filters, kernel and stride must be >= 1'),
+    (lambda: cfg.ConvLayer('c', 8, 3, padding='same'), 'c: padding must be VALID or SAME'),
+    (lambda: cfg.ConvLayer('c', 8, 3, reads='both'), "c: reads must be 'full' or 'own'"),
+    (lambda: cfg.DenseLayer('fc', 0), 'fc: units must be >= 1'),
+    (lambda: dataclasses.replace(CIFAR.model, dropout_rate=1.0),
+     r'dropout_rate must be in \[0, 1\)'),
+    (lambda: dataclasses.replace(CIFAR.model, lrn_impl='fast'), 'lrn_impl must be one of'),
+])
+def test_layer_and_model_fields_are_checked(make, message):
+  with pytest.raises(ValueError, match=message):
+    make()

@@ -17,28 +17,38 @@ def rng():
   return np.random.default_rng(99)
 
 
-@pytest.mark.parametrize('known_size', [True, False])
-@pytest.mark.parametrize('fmt', ['JPEG', 'PNG'])
-def test_decode_window_equals_full_decode_then_slice(rng, fmt, known_size):
-  # 45x47 with Pillow's 4:2:0 chroma, where a plain decode_and_crop_jpeg differs from the full
-  # decode on window edges at 16-pixel boundaries: every column, the last row and column.
-  height, width = 45, 47
-  pixels = (rng.random((height, width, 3)) * 255).astype(np.uint8)
+# 45x47 with Pillow's 4:2:0 chroma, where a plain decode_and_crop_jpeg differs from the full
+# decode on window edges at 16-pixel boundaries: every column, the last row and column.
+HEIGHT, WIDTH = 45, 47
+OFFSETS = [(0, x) for x in range(WIDTH - CROP + 1)] + [(HEIGHT - CROP, 5), (29, 31), (8, 16)]
+
+
+def _photo(rng, fmt):
+  pixels = (rng.random((HEIGHT, WIDTH, 3)) * 255).astype(np.uint8)
   encoded = tf.constant(references.encode(pixels, fmt))
-  full = tf.io.decode_image(encoded, channels=3).numpy()
-  stored = (height, width) if known_size else None
-  decode = tf.function(lambda p: decoding.decode_window(encoded, p, CROP, stored))
-  positions = [((0.0, (x + 0.5) / (width - CROP + 1))) for x in range(width - CROP + 1)]
-  positions += [(0.999, 0.2), (0.6, 0.999), (0.3, 0.5)]
-  for position in positions:
+  return encoded, tf.io.decode_image(encoded, channels=3).numpy()
+
+
+@pytest.mark.parametrize('fmt', ['JPEG', 'PNG'])
+def test_decode_window_equals_full_decode_then_slice(rng, fmt):
+  encoded, full = _photo(rng, fmt)
+  decode = tf.function(lambda p: decoding.decode_window(encoded, p, CROP))
+  for y, x in OFFSETS:  # the centre of each corner's interval of positions
+    position = ((y + 0.5) / (HEIGHT - CROP + 1), (x + 0.5) / (WIDTH - CROP + 1))
     crop, offset = decode(tf.constant(position, tf.float32))
-    y, x = offset.numpy()
-    assert 0 <= y <= height - CROP and 0 <= x <= width - CROP
-    np.testing.assert_array_equal(crop, full[y:y + CROP, x:x + CROP],
-                                  err_msg=f'window at {(y, x)}')
-  # The corner follows the position as `image_ops.window_offset` maps it.
-  _, offset = decode(tf.constant([0.0, 0.999], tf.float32))
-  np.testing.assert_array_equal(offset, [0, width - CROP])
+    np.testing.assert_array_equal(offset, [y, x])
+    np.testing.assert_array_equal(crop, full[y:y + CROP, x:x + CROP], err_msg=f'at {(y, x)}')
+
+
+@pytest.mark.parametrize('fmt', ['JPEG', 'PNG'])
+def test_planned_window_equals_full_decode_then_slice(rng, fmt):
+  encoded, full = _photo(rng, fmt)
+  offsets = tf.constant(OFFSETS, tf.int32)
+  windows, begins = decoding.jpeg_crop_window(offsets, CROP, WIDTH)  # a block, as planned
+  decode = tf.function(lambda o, w, b: decoding.decode_planned_window(encoded, o, w, b, CROP))
+  for i, (y, x) in enumerate(OFFSETS):
+    np.testing.assert_array_equal(decode(offsets[i], windows[i], begins[i]),
+                                  full[y:y + CROP, x:x + CROP], err_msg=f'at {(y, x)}')
 
 
 def test_jpeg_crop_window_adds_a_column_each_side_where_there_is_one():
