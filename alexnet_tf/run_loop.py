@@ -142,6 +142,9 @@ def record_evaluation(model_dir: str, train_config: config_lib.TrainConfig, plan
   rate = (state.learning_rate if plateau else
           schedule.step_rate(train_config, plan.steps_per_epoch, step))
   new_state = state.after_evaluation(1.0 - metrics['top1_accuracy'], step, train_config)
+  if not plateau:  # the state holds the rate in use, which is the step's for 'step'
+    new_state = dataclasses.replace(new_state, learning_rate=schedule.step_rate(
+        train_config, plan.steps_per_epoch, step + 1))
   if new_state.best_step == step:
     rundir.keep_best(model_dir, step, metrics)
   if new_state.decays > state.decays:

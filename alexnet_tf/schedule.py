@@ -33,7 +33,9 @@ class PlateauState:
       return dataclasses.replace(self, best_error=error, best_step=step,
                                  evals_without_improvement=0, last_eval_step=step)
     waited = self.evals_without_improvement + 1
-    if waited >= config.plateau_patience and self.decays < config.max_decays:
+    # Only the plateau schedule decays here; the step schedule's rate follows the step.
+    if (config.schedule == 'plateau' and waited >= config.plateau_patience and
+        self.decays < config.max_decays):
       return dataclasses.replace(self, learning_rate=self.learning_rate * config.lr_decay_factor,
                                  decays=self.decays + 1, evals_without_improvement=0,
                                  last_eval_step=step)

@@ -58,12 +58,19 @@ def test_configs_round_trip_through_their_dict(name):
   assert cfg.from_dict(cfg.to_dict(config)) == config
 
 
-def test_a_bad_flag_value_is_one_line_and_exit_status_2(capsys):
+@pytest.mark.parametrize('flags, message', [
+    (['--batch-size', '0'], 'TrainConfig.batch_size must be >= 1, got 0'),
+    (['--batch-size', '-4'], 'TrainConfig.batch_size must be >= 1, got -4'),
+    (['--max-steps', '0'], 'TrainConfig.max_steps must be None or >= 1, got 0'),
+    (['--epochs', '0'], 'TrainConfig.epochs must be positive, got 0.0'),
+    (['--eval-every', '-1'], 'TrainConfig.eval_every_epochs must be positive, got -1.0'),
+])
+def test_a_bad_flag_value_is_one_line_and_exit_status_2(capsys, flags, message):
   with pytest.raises(SystemExit) as exit_info:
-    train.main(['--data-dir', 'unused', '--batch-size', '0'])
+    train.main(['--data-dir', 'unused', *flags])
   assert exit_info.value.code == 2
   error = capsys.readouterr().err.strip().splitlines()
-  assert error[-1].endswith('TrainConfig.batch_size must be >= 1, got 0')
+  assert error[-1].endswith(message)
   assert not any('Traceback' in line for line in error)
 
 

@@ -106,3 +106,22 @@ def test_record_evaluation_keeps_history_state_and_is_idempotent(tmp_path):
   assert [h['step'] for h in history] == [10, 20]
   assert [h['learning_rate'] for h in history] == [CONFIG.train.learning_rate] * 2
   assert rundir.load_schedule_state(model_dir, train_config) == state
+
+
+def test_record_evaluation_under_the_step_schedule_stores_the_rate_in_use(tmp_path, caplog):
+  train_config = dataclasses.replace(CONFIG.train, schedule='step', plateau_patience=1,
+                                     step_boundaries_epochs=(2.0,))
+  plan = run_loop.RunPlan(steps_per_epoch=10, total_steps=40, eval_every=10)
+  (tmp_path / 'model.ckpt-10.index').write_text('')
+  caplog.set_level(logging.INFO)
+  for step, top1 in ((10, 0.5), (20, 0.4), (30, 0.3)):  # never better than step 10
+    state = run_loop.record_evaluation(str(tmp_path), train_config, plan, step,
+                                       {'top1_accuracy': top1, 'top5_accuracy': 0.9,
+                                        'loss': 1.0})
+  assert state.decays == 0 and 'learning rate' not in caplog.text
+  # After step 30 training runs past the epoch-2 boundary: the stored rate is the one in use.
+  assert state.learning_rate == pytest.approx(train_config.learning_rate *
+                                              train_config.lr_decay_factor)
+  rates = [h['learning_rate'] for h in rundir.read_history(str(tmp_path))]
+  assert rates == pytest.approx([train_config.learning_rate] * 2 +
+                                [train_config.learning_rate * train_config.lr_decay_factor])

@@ -100,3 +100,9 @@ def test_step_rate_matches_the_graph_schedule():
       # The step that reaches global step s runs with the rate of global step s - 1.
       for s in (1, 10, 11, 12, 20, 21, 22, 100):
         assert schedule.step_rate(config, 10, s) == pytest.approx(sess.run(rate, {step: s - 1}))
+
+
+def test_the_step_schedule_never_decays_on_a_plateau():
+  state, rates = _replay([0.5, 0.5, 0.5, 0.5, 0.5], dataclasses.replace(CONFIG, schedule='step'))
+  assert state.decays == 0 and rates == [CONFIG.learning_rate] * 5
+  assert (state.best_error, state.best_step) == (0.5, 100)  # best/ still follows the error
