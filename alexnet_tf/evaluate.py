@@ -39,6 +39,7 @@ def evaluate_checkpoint(model_dir: str, checkpoint: str = 'best', data_dir: Opti
   """
   run = rundir.load_run(model_dir, data_dir)
   path = rundir.resolve_checkpoint(model_dir, checkpoint)
+  rundir.check_classes(path, run.config, run)
   source = input_pipeline.open_dataset(run.data_dir, run.config.data,
                                        mean=rundir.training_mean(model_dir))
   estimator = estimator_lib.make_estimator(run.config, run.metadata, model_dir)

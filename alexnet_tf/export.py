@@ -118,6 +118,7 @@ def export_run(model_dir: str, export_dir_base: Optional[str] = None, checkpoint
   """
   run = rundir.load_run(model_dir, data_dir)
   path = rundir.resolve_checkpoint(model_dir, checkpoint)
+  rundir.check_classes(path, run.config, run)
   estimator = estimator_lib.make_estimator(run.config, run.metadata, model_dir,
                                            purpose=lrn.EXPORT)
   return export_saved_model(estimator, run.config, run.metadata, rundir.training_mean(model_dir),

@@ -118,6 +118,22 @@ def load_run(model_dir: str, data_dir: Optional[str] = None) -> Run:
   return Run(config_lib.from_dict(raw['config']), data_dir, records.read_metadata(data_dir))
 
 
+def check_classes(checkpoint_path: str, config: Config, run: 'Run') -> None:
+  """ValueError unless `run`'s dataset has as many classes as the checkpoint's classifier.
+
+  A dataset given in place of the training one (`--data-dir`) must label the same classes:
+  with another count every prediction (or the restore itself) would fail later, far from
+  the cause.
+  """
+  suffix = f'{config.model.logits_name}/biases'
+  shapes = [shape for name, shape in tf.train.list_variables(checkpoint_path)
+            if name.endswith(suffix)]
+  if shapes and shapes[0] != [run.metadata.num_classes]:
+    raise ValueError(f'{run.data_dir} has {run.metadata.num_classes} classes, but '
+                     f'{checkpoint_path} was trained for {shapes[0][0]}: use a dataset with '
+                     f'the classes the run trained on')
+
+
 def _save_training_mean(model_dir: str, mean: Optional[np.ndarray]) -> None:
   path = os.path.join(model_dir, MEAN_FILE)
   if mean is None:  # subtract_mean='none'; a file of an earlier session would contradict it

@@ -5,6 +5,7 @@ CIFAR-10 training set, converted in folder mode) and the CLI entry points as use
 """
 
 import base64
+import dataclasses
 import json
 import os
 import shutil
@@ -118,6 +119,21 @@ def other_mean_copy(cifar10_subset_records, tmp_path_factory):
   mean = np.load(copy / records.MEAN_IMAGE_FILE)
   np.save(copy / records.MEAN_IMAGE_FILE, (255.0 - mean).astype(mean.dtype))
   return copy
+
+
+@pytest.mark.parametrize('command', ['export', 'evaluate'])
+def test_a_dataset_with_other_classes_is_refused_in_one_line(trained, cifar10_subset_records,
+                                                             tmp_path, caplog, command):
+  five = tmp_path / 'five_classes'
+  shutil.copytree(cifar10_subset_records, five)
+  metadata = records.read_metadata(str(five))
+  records.write_metadata(str(five), dataclasses.replace(metadata,
+                                                        classes=metadata.classes[:5]))
+  main = export.main if command == 'export' else evaluate.main
+  extra = ['--export-dir', str(tmp_path / 'e')] if command == 'export' else []
+  assert main(['--model-dir', str(trained), '--data-dir', str(five), *extra]) == 1
+  assert f'{five} has 5 classes, but' in caplog.text and 'was trained for 10' in caplog.text
+  assert not (tmp_path / 'e').exists()
 
 
 def _overall(result):
