@@ -77,7 +77,11 @@ def serving_input_receiver_fn(config: Config, metadata: records.DatasetMetadata,
 
   def receiver_fn():
     image_bytes = tf1.placeholder(tf.string, [None], name=IMAGE_BYTES)
-    images = batch_of_images(image_bytes)
+    # An empty request would otherwise fail deep in the net, with a message about shapes.
+    nonempty = tf.debugging.assert_positive(
+        tf.size(image_bytes), message='the request holds no images: send one or more files')
+    with tf.control_dependencies([nonempty]):
+      images = batch_of_images(tf.identity(image_bytes))
     # Feedable directly: the float signature enters here, after the preprocessing.
     images = tf1.placeholder_with_default(images, [None, crop, crop, 3], name=FLOAT_IMAGES)
     return tf.estimator.export.ServingInputReceiver(

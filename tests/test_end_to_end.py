@@ -136,6 +136,13 @@ def test_a_dataset_with_other_classes_is_refused_in_one_line(trained, cifar10_su
   assert not (tmp_path / 'e').exists()
 
 
+def test_an_empty_serving_request_is_refused_with_a_message(trained):
+  model = tf.saved_model.load(export.latest_export(str(trained / 'export')), tags=['serve'])
+  serve = model.signatures[export.SERVING_SIGNATURE]
+  with pytest.raises(tf.errors.InvalidArgumentError, match='the request holds no images'):
+    serve(**{export.IMAGE_BYTES: tf.constant([], tf.string)})
+
+
 def _overall(result):
   """An evaluation result without its per-class rows."""
   return {k: v for k, v in result.items() if k != 'per_class'}
