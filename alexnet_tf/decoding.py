@@ -138,6 +138,50 @@ def resize_to_stored(image: tf.Tensor, size: int) -> tf.Tensor:
   return result
 
 
-def decode_for_serving(encoded: tf.Tensor, size: int) -> tf.Tensor:
-  """Any JPEG/PNG/GIF/BMP file -> uint8 [size, size, 3], as the converter would store it."""
-  return resize_to_stored(decode_image(encoded), size)
+# Serving decodes only images up to this many pixels (a 6000x4000 camera photo is 24 M): the
+# decoded uint8 image and its float resampling cost ~15 bytes per pixel, so one request of
+# the maximum stays under ~400 MB, where a 1 MB PNG of 20000x20000 would take 6 GB.
+MAX_SERVING_PIXELS = 25_000_000
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def header_size(encoded: tf.Tensor) -> tf.Tensor:
+  """int64 [2] (height, width) of a JPEG or PNG read from its header, without decoding.
+
+  InvalidArgumentError for any other format (serving takes JPEG and PNG, what the converter
+  stores) or a JPEG whose header cannot be read.
+  """
+  def from_png():  # IHDR, right after the signature: width, then height, 4 bytes big-endian
+    fields = tf.io.decode_raw(tf.strings.substr(encoded, 16, 8), tf.uint8)
+    fields = tf.reshape(tf.cast(fields, tf.int64), [2, 4])
+    width_height = tf.reduce_sum(fields * tf.constant([2 ** 24, 2 ** 16, 2 ** 8, 1], tf.int64),
+                                 axis=1)
+    return tf.reverse(width_height, [0])
+
+  def from_other():
+    check = tf.debugging.Assert(
+        tf.logical_and(tf.equal(tf.strings.substr(encoded, 0, 8), _PNG_SIGNATURE),
+                       tf.strings.length(encoded) >= 24),
+        ['not a JPEG or PNG file (serving decodes those two formats)'])
+    with tf.control_dependencies([check]):
+      return from_png()
+
+  return tf.cond(tf.io.is_jpeg(encoded),
+                 lambda: tf.cast(tf.io.extract_jpeg_shape(encoded)[:2], tf.int64), from_other)
+
+
+def decode_limited(encoded: tf.Tensor, max_pixels: int = MAX_SERVING_PIXELS) -> tf.Tensor:
+  """A JPEG or PNG file -> uint8 [H, W, 3]; refused (InvalidArgumentError) from its header,
+  before anything is decoded, when it has more than `max_pixels` pixels."""
+  fits = tf.debugging.assert_less_equal(
+      tf.reduce_prod(header_size(encoded)), tf.constant(max_pixels, tf.int64),
+      message=f'the image has more than {max_pixels} pixels, the serving limit')
+  with tf.control_dependencies([fits]):
+    return decode_image(encoded)
+
+
+def decode_for_serving(encoded: tf.Tensor, size: int,
+                       max_pixels: int = MAX_SERVING_PIXELS) -> tf.Tensor:
+  """A JPEG or PNG file -> uint8 [size, size, 3], as the converter would store it
+  (`decode_limited`, then `resize_to_stored`)."""
+  return resize_to_stored(decode_limited(encoded, max_pixels), size)

@@ -48,8 +48,12 @@ CONFIG_ASSET = 'alexnet_config.json'  # in assets.extra/
 MEAN_ASSET = 'train_mean.npy'  # in assets.extra/: the mean the float signature's inputs lack
 
 
-def serving_input_receiver_fn(config: Config, metadata: records.DatasetMetadata, mean):
-  """The receiver: encoded image strings [-1] -> {'image': float32 [-1, S, S, 3]}."""
+def serving_input_receiver_fn(config: Config, metadata: records.DatasetMetadata, mean,
+                              max_pixels: int = decoding.MAX_SERVING_PIXELS):
+  """The receiver: encoded image strings [-1] -> {'image': float32 [-1, S, S, 3]}.
+
+  JPEG and PNG files of at most `max_pixels` pixels; others are refused from their header.
+  """
   crop, pad = config.data.crop_size, config.data.pad
   stored = metadata.image_size[0] if metadata.image_size else None
   if metadata.image_size and metadata.image_size[0] != metadata.image_size[1]:
@@ -57,10 +61,10 @@ def serving_input_receiver_fn(config: Config, metadata: records.DatasetMetadata,
                      f'resizes to a square stored size')
 
   def preprocess(encoded):  # stored size unknown: the whole evaluation input per image
-    return eval_crops.eval_crops(decoding.decode_image(encoded), mean, crop, pad)
+    return eval_crops.eval_crops(decoding.decode_limited(encoded, max_pixels), mean, crop, pad)
 
   def decode(encoded):  # uint8 [stored, stored, 3], as the converter stores images
-    return decoding.decode_for_serving(encoded, stored)
+    return decoding.decode_for_serving(encoded, stored, max_pixels)
 
   def batch_of_images(image_bytes):
     if not stored:
@@ -92,11 +96,13 @@ def serving_input_receiver_fn(config: Config, metadata: records.DatasetMetadata,
 
 def export_saved_model(estimator: tf.estimator.Estimator, config: Config,
                        metadata: records.DatasetMetadata, mean: Optional[np.ndarray],
-                       export_dir_base: str, checkpoint_path: Optional[str] = None) -> str:
+                       export_dir_base: str, checkpoint_path: Optional[str] = None,
+                       max_pixels: int = decoding.MAX_SERVING_PIXELS) -> str:
   """Exports `checkpoint_path` (default: the newest) to `export_dir_base/<timestamp>/`.
 
   `mean` is the training mean ([H, W, 3], [3] or None: `rundir.training_mean`): the receiver
   subtracts it, and it is stored in assets.extra for clients of the float signature.
+  `max_pixels` bounds the images the receiver decodes.
   """
   with tempfile.TemporaryDirectory() as tmp:
     # The config travels with the model: evaluate --saved-model needs the crop settings.
@@ -107,13 +113,14 @@ def export_saved_model(estimator: tf.estimator.Estimator, config: Config,
       assets[MEAN_ASSET] = os.path.join(tmp, MEAN_ASSET)
       np.save(assets[MEAN_ASSET], np.asarray(mean, np.float32))
     path = estimator.export_saved_model(
-        export_dir_base, serving_input_receiver_fn(config, metadata, mean),
+        export_dir_base, serving_input_receiver_fn(config, metadata, mean, max_pixels),
         assets_extra=assets, checkpoint_path=checkpoint_path)
   return path.decode() if isinstance(path, bytes) else path
 
 
 def export_run(model_dir: str, export_dir_base: Optional[str] = None, checkpoint: str = 'best',
-               data_dir: Optional[str] = None) -> str:
+               data_dir: Optional[str] = None,
+               max_pixels: int = decoding.MAX_SERVING_PIXELS) -> str:
   """Exports a training run's checkpoint ('best', 'latest' or a path) with its training mean
   to `export_dir_base` (default MODEL_DIR/export); returns the SavedModel's directory.
 
@@ -126,7 +133,8 @@ def export_run(model_dir: str, export_dir_base: Optional[str] = None, checkpoint
   estimator = estimator_lib.make_estimator(run.config, run.metadata, model_dir,
                                            purpose=lrn.EXPORT)
   return export_saved_model(estimator, run.config, run.metadata, rundir.training_mean(model_dir),
-                            export_dir_base or os.path.join(model_dir, 'export'), path)
+                            export_dir_base or os.path.join(model_dir, 'export'), path,
+                            max_pixels)
 
 
 def read_exported_config(saved_model_dir: str):
@@ -157,6 +165,13 @@ def latest_export(export_dir_base: str) -> str:
   return os.path.join(export_dir_base, max(versions, key=int))
 
 
+def _positive_int(text: str) -> int:
+  value = int(text)
+  if value < 1:
+    raise argparse.ArgumentTypeError(f'must be a positive number, got {text}')
+  return value
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m alexnet_tf.export', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -166,10 +181,14 @@ def main(argv=None) -> int:
   parser.add_argument('--export-dir', help='export base (default: MODEL_DIR/export)')
   parser.add_argument('--data-dir', help='dataset for the class names (default: the one '
                       'the run trained on; the mean is always the training mean)')
+  parser.add_argument('--max-pixels', type=_positive_int, default=decoding.MAX_SERVING_PIXELS,
+                      help='the largest image (height x width) the model decodes; larger '
+                      'requests are refused from their header (default: %(default)s)')
   args = parser.parse_args(argv)
   cli_logging.setup()
   try:
-    path = export_run(args.model_dir, args.export_dir, args.checkpoint, args.data_dir)
+    path = export_run(args.model_dir, args.export_dir, args.checkpoint, args.data_dir,
+                      args.max_pixels)
   except (FileNotFoundError, ValueError) as e:
     log.error('%s', e)
     return 1

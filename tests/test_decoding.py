@@ -82,3 +82,36 @@ def test_resize_to_stored(rng):
   assert np.abs(got - want).max() <= 4 and np.abs(got - want).mean() < 1
   decoded = decoding.decode_for_serving(tf.constant(references.encode(photo, 'PNG')), size)
   np.testing.assert_array_equal(decoded, got)
+
+
+def _png_claiming(height, width, pixels):
+  """A real PNG of `pixels` whose IHDR says height x width: a decompression bomb's header."""
+  data = bytearray(references.encode(pixels, 'PNG'))
+  data[16:24] = width.to_bytes(4, 'big') + height.to_bytes(4, 'big')
+  return bytes(data)
+
+
+@pytest.mark.parametrize('fmt', ['JPEG', 'PNG'])
+def test_header_size_reads_jpeg_and_png_without_decoding(rng, fmt):
+  pixels = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+  size = decoding.header_size(tf.constant(references.encode(pixels, fmt)))
+  np.testing.assert_array_equal(size, [37, 53])
+
+
+@pytest.mark.parametrize('fmt', ['GIF', 'BMP'])
+def test_serving_decodes_only_jpeg_and_png(rng, fmt):
+  encoded = tf.constant(references.encode(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), fmt))
+  with pytest.raises(tf.errors.InvalidArgumentError, match='not a JPEG or PNG file'):
+    decoding.decode_for_serving(encoded, 8)
+
+
+def test_images_over_the_pixel_limit_are_refused_from_their_header(rng):
+  pixels = rng.integers(0, 256, (100, 100, 3), dtype=np.uint8)
+  encoded = tf.constant(references.encode(pixels, 'PNG'))
+  np.testing.assert_array_equal(decoding.decode_limited(encoded, 10_000), pixels)
+  with pytest.raises(tf.errors.InvalidArgumentError, match='more than 9999 pixels'):
+    decoding.decode_limited(encoded, 9_999)
+  # A 20000x20000 header on a small file: refused before the decoder allocates anything.
+  bomb = tf.constant(_png_claiming(20000, 20000, pixels))
+  with pytest.raises(tf.errors.InvalidArgumentError, match='the serving limit'):
+    decoding.decode_for_serving(bomb, 32)

@@ -136,11 +136,19 @@ def test_a_dataset_with_other_classes_is_refused_in_one_line(trained, cifar10_su
   assert not (tmp_path / 'e').exists()
 
 
-def test_an_empty_serving_request_is_refused_with_a_message(trained):
+def test_bad_serving_requests_are_refused_with_a_message(trained, cifar10_subset_records):
   model = tf.saved_model.load(export.latest_export(str(trained / 'export')), tags=['serve'])
   serve = model.signatures[export.SERVING_SIGNATURE]
   with pytest.raises(tf.errors.InvalidArgumentError, match='the request holds no images'):
     serve(**{export.IMAGE_BYTES: tf.constant([], tf.string)})
+  # A PNG whose header claims 20000x20000 (a decompression bomb): refused before decoding.
+  jpeg = _validation_examples(cifar10_subset_records, 1)[0][0]
+  pixels = tf.io.decode_jpeg(jpeg).numpy()
+  png = bytearray(tf.io.encode_png(pixels).numpy())
+  png[16:24] = (20000).to_bytes(4, 'big') * 2
+  for request in ([bytes(png)], [jpeg, bytes(png)]):  # alone, or in a batch
+    with pytest.raises(tf.errors.InvalidArgumentError, match='the serving limit'):
+      serve(**{export.IMAGE_BYTES: tf.constant(request)})
 
 
 def _overall(result):
@@ -226,7 +234,7 @@ def test_serving_contract_in_a_fresh_process(trained, cifar10_subset_records, tm
   expected = _evaluation_path_logits(trained, cifar10_subset_records, 3)
   np.testing.assert_allclose(np.array(three['logits']), expected, rtol=1e-4, atol=1e-5)
 
-  assert 'Unknown image file format' in result['garbage_error']
+  assert 'not a JPEG or PNG file' in result['garbage_error']
 
 
 def test_predict_prints_top5_and_names_a_bad_file(trained, cifar10_jpeg_subset, tmp_path, capsys):
