@@ -42,6 +42,10 @@ tf1 = tf.compat.v1
 log = logging.getLogger(__name__)
 
 
+class StalledRunError(RuntimeError):
+  """Training ended before its last step: the training input ran dry."""
+
+
 @dataclasses.dataclass(frozen=True)
 class RunPlan:
   """Step counts derived from the dataset size and the training config."""
@@ -72,6 +76,7 @@ def train_and_evaluate(config: Config, data_dir: str, model_dir: str,
 
   Raises:
     rundir.RunDirLockedError: another process is training into `model_dir`.
+    StalledRunError: the training input ended before the last step (nothing is exported).
   """
   # Checked once, here: fail now, not after an epoch of training.
   source = input_pipeline.open_dataset(data_dir, config.data, training=True)
@@ -91,6 +96,11 @@ def train_and_evaluate(config: Config, data_dir: str, model_dir: str,
       log.info('resuming from step %d (learning rate %g)', step, listener.state.learning_rate)
     if step < plan.total_steps:
       _train(config, source, model_dir, plan, listener, step, extra_hooks)
+      reached = rundir.latest_step(model_dir)
+      if reached < plan.total_steps:  # the input ended: nothing to evaluate or export
+        raise StalledRunError(
+            f'{data_dir}: training stopped at step {reached} of {plan.total_steps} because '
+            f'the training split delivered no more batches (empty or unreadable shards?)')
     listener.evaluate_if_due(rundir.latest_step(model_dir))  # a finished run's lost last eval
     if export_dir:
       log.info('exported SavedModel to %s', export.export_run(model_dir, export_dir, 'latest'))

@@ -123,7 +123,8 @@ def main(argv: Optional[List[str]] = None) -> int:
       ensure_cifar10(paths.data_dir, paths.source)
     metrics = run_loop.train_and_evaluate(config, paths.data_dir, paths.model_dir,
                                           paths.export_dir)
-  except (NonFiniteLossError, rundir.RunDirLockedError, FileNotFoundError, ValueError) as e:
+  except (NonFiniteLossError, rundir.RunDirLockedError, run_loop.StalledRunError,
+          FileNotFoundError, ValueError) as e:
     log.error('%s', e)
     return 1
   if metrics:

@@ -151,6 +151,18 @@ def test_bad_serving_requests_are_refused_with_a_message(trained, cifar10_subset
       serve(**{export.IMAGE_BYTES: tf.constant(request)})
 
 
+def test_training_on_empty_shards_fails_and_exports_nothing(cifar10_subset_records, tmp_path,
+                                                           caplog):
+  data = tmp_path / 'empty_train'
+  shutil.copytree(cifar10_subset_records, data)
+  for shard in records.shard_files(str(data), records.TRAIN):
+    open(shard, 'wb').close()  # 0 bytes: a shard that looks present but holds nothing
+  model_dir = tmp_path / 'run'
+  assert train.main(train_args(data, model_dir, '--max-steps', '3')) == 1
+  assert 'training stopped at step 0 of 3' in caplog.text
+  assert not (model_dir / 'export').exists()
+
+
 def _overall(result):
   """An evaluation result without its per-class rows."""
   return {k: v for k, v in result.items() if k != 'per_class'}
