@@ -146,28 +146,26 @@ class DatasetMetadata:
                schema_version=version, source=raw.get('source', ''))
 
 
+def write_atomically(path: str, write, mode: str = 'w') -> None:
+  """Writes `path` so that it is never seen half written: `write(file)` into path.tmp, then a
+  rename over `path`."""
+  tmp = path + '.tmp'
+  with open(tmp, mode, **({} if 'b' in mode else {'encoding': 'utf-8'})) as f:
+    write(f)
+  os.replace(tmp, path)
+
+
 def write_metadata(data_dir: str, metadata: DatasetMetadata,
                    mean_image: Optional[np.ndarray] = None) -> None:
   """Writes dataset.json, labels.txt and (if given) mean_image.npy, each atomically."""
-  def atomic_write(name, write):
-    path = os.path.join(data_dir, name)
-    tmp = path + '.tmp'
-    write(tmp)
-    os.replace(tmp, path)
-
   if mean_image is not None:
-    def save_mean(tmp):
-      with open(tmp, 'wb') as f:
-        np.save(f, mean_image.astype(np.float32))
-    atomic_write(MEAN_IMAGE_FILE, save_mean)
-  atomic_write(LABELS_FILE, lambda tmp: _write_text(tmp, ''.join(c + '\n' for c in metadata.classes)))
+    write_atomically(os.path.join(data_dir, MEAN_IMAGE_FILE),
+                     lambda f: np.save(f, mean_image.astype(np.float32)), mode='wb')
+  write_atomically(os.path.join(data_dir, LABELS_FILE),
+                   lambda f: f.write(''.join(c + '\n' for c in metadata.classes)))
   # dataset.json goes last: its presence says the directory is complete.
-  atomic_write(METADATA_FILE, lambda tmp: _write_text(tmp, metadata.to_json() + '\n'))
-
-
-def _write_text(path: str, text: str) -> None:
-  with open(path, 'w', encoding='utf-8') as f:
-    f.write(text)
+  write_atomically(os.path.join(data_dir, METADATA_FILE),
+                   lambda f: f.write(metadata.to_json() + '\n'))
 
 
 def read_metadata(data_dir: str) -> DatasetMetadata:

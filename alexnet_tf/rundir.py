@@ -74,14 +74,6 @@ def lock(model_dir: str) -> Iterator[None]:
     os.close(fd)  # releases the flock
 
 
-def _replace(path: str, write, mode: str = 'w') -> None:
-  """Writes `path` atomically: `write(file)` into path.tmp, then a rename."""
-  tmp = path + '.tmp'
-  with open(tmp, mode, **({} if 'b' in mode else {'encoding': 'utf-8'})) as f:
-    write(f)
-  os.replace(tmp, path)
-
-
 @dataclasses.dataclass(frozen=True)
 class Run:
   """What a model directory was trained with."""
@@ -102,7 +94,7 @@ def save_run(model_dir: str, config: Config, source: input_pipeline.Source) -> N
       raise ValueError(f'{model_dir} holds a run of another network ({path}); use a new '
                        f'--model-dir or the same settings')
   raw = {'config': config_lib.to_dict(config), 'data_dir': os.path.abspath(source.data_dir)}
-  _replace(path, lambda f: json.dump(raw, f, indent=2))
+  records.write_atomically(path, lambda f: json.dump(raw, f, indent=2))
   _save_training_mean(model_dir, source.mean)
 
 
@@ -140,7 +132,7 @@ def _save_training_mean(model_dir: str, mean: Optional[np.ndarray]) -> None:
     if os.path.isfile(path):
       os.remove(path)
     return
-  _replace(path, lambda f: np.save(f, np.asarray(mean, np.float32)), mode='wb')
+  records.write_atomically(path, lambda f: np.save(f, np.asarray(mean, np.float32)), mode='wb')
 
 
 def training_mean(model_dir: str) -> Optional[np.ndarray]:
@@ -195,7 +187,7 @@ def load_schedule_state(model_dir: str,
 
 
 def save_schedule_state(model_dir: str, state: schedule.PlateauState) -> None:
-  _replace(os.path.join(model_dir, STATE_FILE),
+  records.write_atomically(os.path.join(model_dir, STATE_FILE),
            lambda f: json.dump(dataclasses.asdict(state), f, indent=2))
 
 

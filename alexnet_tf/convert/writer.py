@@ -92,7 +92,7 @@ def write_dataset(output_dir: str, *, name: str, classes: Sequence[str],
            for plan in shards.plan_split(split, splits[split], num_shards[split], seed)]
   _prepare_output_dir(output_dir, plans, overwrite)
   for file_name, text in (extra_files or {}).items():
-    _write_text_atomically(os.path.join(output_dir, file_name), text)
+    records.write_atomically(os.path.join(output_dir, file_name), lambda f: f.write(text))
 
   states, pending = _find_finished(output_dir, plans, root, classes, options)
   if pending:
@@ -274,7 +274,7 @@ def _write_skipped(path: str, skipped: Sequence[Skipped]) -> None:
   lines = ['split\tfilename\treason\n']
   lines += [f'{split}\t{filename}\t{" ".join(reason.split())}\n'
             for split, filename, reason in skipped]
-  _write_text_atomically(path, ''.join(lines))
+  records.write_atomically(path, lambda f: f.write(''.join(lines)))
 
 
 def _log_summary(output_dir: str, metadata: records.DatasetMetadata,
@@ -292,13 +292,6 @@ def _log_summary(output_dir: str, metadata: records.DatasetMetadata,
       log.warning('  %s %s: %s', split, filename, reason)
     if len(skipped) > _SUMMARY_LINES:
       log.warning('  ... and %d more', len(skipped) - _SUMMARY_LINES)
-
-
-def _write_text_atomically(path: str, text: str) -> None:
-  tmp = path + shards.TMP_SUFFIX
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.write(text)
-  os.replace(tmp, path)
 
 
 def _remove(path: str) -> None:
