@@ -17,7 +17,8 @@ import tensorflow as tf
 
 from alexnet_tf import config as cfg
 from alexnet_tf import estimator as estimator_lib
-from alexnet_tf import finetune, records, rundir, run_loop, schedule, train
+from alexnet_tf import export, finetune, input_pipeline, records, rundir, run_loop, schedule
+from alexnet_tf import train
 from alexnet_tf import model_fn as mf
 from alexnet_tf.convert import folder
 
@@ -66,10 +67,10 @@ def target_records(cifar10_jpeg_subset, tmp_path_factory):
   return _convert_target(cifar10_jpeg_subset, tmp_path_factory.mktemp('target') / 'data')
 
 
-def finetune_args(data_dir, model_dir, init_from, *extra):
+def finetune_args(data_dir, model_dir, init_from, *extra, exported=False):
   return ['--dataset', 'cifar10', '--data-dir', str(data_dir), '--model-dir', str(model_dir),
-          '--batch-size', str(BATCH), '--seed', '5', '--no-export', '--init-from',
-          str(init_from), *extra]
+          '--batch-size', str(BATCH), '--seed', '5', '--init-from', str(init_from), *extra,
+          *([] if exported else ['--no-export'])]
 
 
 def _checkpoint(path):
@@ -77,16 +78,16 @@ def _checkpoint(path):
   return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
 
 
-@pytest.mark.parametrize('trainable, frozen', [
-    ('fc8', CONV + ('fc6', 'fc7')),
-    ('fc6,fc7,fc8', CONV),
-    ('all', ()),
+@pytest.mark.parametrize('trainable, frozen, exported', [
+    ('fc8', CONV + ('fc6', 'fc7'), True),
+    ('fc6,fc7,fc8', CONV, False),
+    ('all', (), False),
 ])
 def test_fine_tuning_restores_freezes_and_trains_the_chosen_layers(
-    moved_source, target_records, tmp_path, trainable, frozen):
+    moved_source, target_records, tmp_path, trainable, frozen, exported):
   model_dir = tmp_path / 'ft'
-  assert train.main(finetune_args(target_records, model_dir, moved_source,
-                                  '--trainable', trainable, '--max-steps', '3')) == 0
+  assert train.main(finetune_args(target_records, model_dir, moved_source, '--trainable',
+                                  trainable, '--max-steps', '3', exported=exported)) == 0
   model = rundir.load_config(str(model_dir)).model
   source = _checkpoint(tf1.train.latest_checkpoint(str(moved_source)))
   start = _checkpoint(model_dir / 'model.ckpt-0')  # saved right after the warm start
@@ -113,6 +114,16 @@ def test_fine_tuning_restores_freezes_and_trains_the_chosen_layers(
                                 rundir.training_mean(str(moved_source)))
   assert not np.array_equal(rundir.training_mean(str(model_dir)),
                             records.read_mean_image(str(target_records)))
+  if exported:  # the end of the user's path: a SavedModel that serves the new classes
+    saved = export.latest_export(str(model_dir / 'export'))
+    np.testing.assert_array_equal(export.read_exported_mean(saved),
+                                  rundir.training_mean(str(moved_source)))
+    files = records.shard_files(str(target_records), records.VALIDATION)
+    jpegs = [e.numpy() for e, _ in tf.data.TFRecordDataset(files).map(
+        input_pipeline.parse_example).take(2)]
+    serve = tf.saved_model.load(saved, tags=['serve']).signatures[export.SERVING_SIGNATURE]
+    probabilities = serve(**{export.IMAGE_BYTES: tf.constant(jpegs)})[mf.PROBABILITIES]
+    assert probabilities.shape == (2, 3)
 
 
 def _one_step(trainable, scale):
