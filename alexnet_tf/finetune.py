@@ -132,7 +132,7 @@ def warm_start_settings(config: Config) -> Optional[tf.estimator.WarmStartSettin
            len(restored), config.model.logits_name, ','.join(layers),
            f', frozen {",".join(frozen)}' if frozen else '',
            f', restored layers at {train.restored_lr_scale:g}x the learning rate'
-           if train.restored_lr_scale != 1.0 else '')
+           if train.restored_lr_scale != 1.0 and len(layers) > 1 else '')
   # Anchored names: a bare name is a prefix regex, which would also match its Momentum slot.
   return tf.estimator.WarmStartSettings(
       checkpoint, vars_to_warm_start=[f'^{re.escape(name)}:' for name in restored])
