@@ -91,6 +91,11 @@ class DenseLayer:
              f'{self.name}: init_stddev must be None or positive, got {self.init_stddev}')
 
 
+def layer_names(model: 'ModelConfig') -> Tuple[str, ...]:
+  """The names of the net's layers with variables, input to output (conv1 ... fc8)."""
+  return tuple(l.name for l in model.conv_layers + model.dense_layers) + (model.logits_name,)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """The network: a layer table plus the shared hyper-parameters of its layers."""
@@ -124,7 +129,7 @@ class ModelConfig:
       raise ValueError('the layer table needs at least one conv layer')
     if self.conv_layers[0].reads != FULL:
       raise ValueError(f'{self.conv_layers[0].name} reads the image, so it must read {FULL!r}')
-    names = [l.name for l in self.conv_layers + self.dense_layers] + [self.logits_name]
+    names = list(layer_names(self))
     if len(set(names)) != len(names):
       raise ValueError(f'layer names must be unique, got {names}')
     for layer in self.conv_layers + self.dense_layers:
@@ -245,6 +250,10 @@ class TrainConfig:
   eval_every_epochs: float = 1.0  # plateau decisions need a validation error each epoch
   keep_checkpoints: int = 5  # the last N, plus the best one kept separately
   seed: Optional[int] = None  # graph-level seed; None: nondeterministic
+  # Fine-tuning (alexnet_tf.finetune): off by default, the paper trains from scratch.
+  init_from: Optional[str] = None  # a run directory to warm-start from; None: from scratch
+  trainable: Tuple[str, ...] = ()  # the layers that train (the rest frozen); (): all
+  restored_lr_scale: float = 1.0  # rate factor of the restored layers that train (Caffe's lr_mult)
 
   def __post_init__(self):
     _require(self.batch_size >= 1, f'TrainConfig.batch_size must be >= 1, got {self.batch_size}')
@@ -270,6 +279,17 @@ class TrainConfig:
              f'TrainConfig.eval_every_epochs must be positive, got {self.eval_every_epochs}')
     _require(self.keep_checkpoints >= 1,
              f'TrainConfig.keep_checkpoints must be >= 1, got {self.keep_checkpoints}')
+    _require(self.init_from is None or bool(self.init_from),
+             'TrainConfig.init_from must be None or a run directory, got an empty string')
+    names = tuple(self.trainable)
+    _require(len(set(names)) == len(names) and all(isinstance(n, str) and n for n in names),
+             f'TrainConfig.trainable must name distinct layers, got {names}')
+    # Frozen random layers, or a rate scale with nothing restored, are mistakes, not recipes.
+    _require(self.init_from is not None or (not names and self.restored_lr_scale == 1.0),
+             'TrainConfig.trainable and restored_lr_scale need init_from (frozen layers must '
+             'hold restored weights)')
+    _require(self.restored_lr_scale > 0,
+             f'TrainConfig.restored_lr_scale must be positive, got {self.restored_lr_scale}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,6 +304,15 @@ class Config:
       raise ValueError(f'the {self.model.name} net takes {self.model.image_size}x'
                        f'{self.model.image_size} inputs, but DataConfig.crop_size is '
                        f'{self.data.crop_size}: they must be equal')
+    layers = layer_names(self.model)
+    unknown = [name for name in self.train.trainable if name not in layers]
+    _require(not unknown, f'TrainConfig.trainable: {", ".join(unknown)} is not a layer of the '
+                          f'{self.model.name} net, whose layers are {", ".join(layers)}')
+    # The classifier is always new (the user's classes): frozen, it would stay random.
+    _require(not self.train.trainable or self.model.logits_name in self.train.trainable,
+             f'TrainConfig.trainable must include the new classifier '
+             f'{self.model.logits_name}, got {",".join(self.train.trainable)}')
+
 
 
 CONFIGS = {
@@ -320,5 +349,6 @@ def from_dict(raw: dict) -> Config:
   model['tower_devices'] = tuple(model['tower_devices'])
   train = dict(raw['train'])
   train['step_boundaries_epochs'] = tuple(train['step_boundaries_epochs'])
+  train['trainable'] = tuple(train.get('trainable', ()))  # absent in runs before fine-tuning
   return Config(model=ModelConfig(**model), data=DataConfig(**raw['data']),
                 train=TrainConfig(**train))

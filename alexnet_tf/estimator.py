@@ -39,11 +39,14 @@ def model_config_for(config: Config, metadata: records.DatasetMetadata,
 def make_estimator(config: Config, metadata: records.DatasetMetadata, model_dir: str,
                    learning_rate: Optional[LearningRateFn] = None, seed: Optional[int] = None,
                    save_every: Optional[int] = None,
-                   purpose: str = lrn.IN_PROCESS) -> tf.estimator.Estimator:
+                   purpose: str = lrn.IN_PROCESS,
+                   warm_start: Optional[tf.estimator.WarmStartSettings] = None
+                   ) -> tf.estimator.Estimator:
   """An Estimator over `model_dir`; `save_every` steps it checkpoints (and at the end).
 
   `learning_rate` (global_step -> rate) is needed only to train; `purpose` is lrn.EXPORT for
   an Estimator that only exports (its graphs never hold the kernel library's ops).
+  `warm_start` (finetune.warm_start_settings) initialises a model_dir without a checkpoint.
   """
   model_config = model_config_for(config, metadata, purpose)
   run_config = tf.estimator.RunConfig(
@@ -52,4 +55,4 @@ def make_estimator(config: Config, metadata: records.DatasetMetadata, model_dir:
       keep_checkpoint_max=config.train.keep_checkpoints, save_summary_steps=100,
       log_step_count_steps=None)
   model_fn = make_model_fn(model_config, config.train, learning_rate, metadata.classes)
-  return tf.estimator.Estimator(model_fn, config=run_config)
+  return tf.estimator.Estimator(model_fn, config=run_config, warm_start_from=warm_start)

@@ -12,7 +12,7 @@ with warnings.catch_warnings():
   warnings.simplefilter('ignore')
   import tensorflow_addons as tfa
 
-from alexnet_tf import lrn
+from alexnet_tf import finetune, lrn
 from alexnet_tf.config import ModelConfig, TrainConfig
 from alexnet_tf.layers import WEIGHTS
 from alexnet_tf.model import build_alexnet
@@ -34,14 +34,15 @@ PER_CLASS_F1 = 'per_class_f1'
 PER_CLASS_CONFUSION = 'per_class_confusion'  # per class [[tn, fp], [fn, tp]] of the top-1 class
 
 
-def weight_decay_loss(weight_decay: float) -> tf.Tensor:
-  """0.0005 / 2 * ||w||^2 over the weights (not the biases) of the trainable variables.
+def weight_decay_loss(weight_decay: float, variables: Sequence[tf.Variable]) -> tf.Tensor:
+  """0.0005 / 2 * ||w||^2 over the weights (not the biases) of the `variables` that train
+  (frozen ones are constants: decaying them would only change the loss's value).
 
   With momentum SGD this is the paper's update v <- 0.9 v - 0.0005 lr w - lr grad.
   Biases are excluded, as in cuda-convnet's layer definitions (wcBias 0): decaying the
   bias of 1 that keeps the ReLUs alive would work against its purpose.
   """
-  weights = [v for v in tf1.trainable_variables() if v.op.name.endswith('/' + WEIGHTS)]
+  weights = [v for v in variables if v.op.name.endswith('/' + WEIGHTS)]
   if not weights:
     raise ValueError('no weight variables found for weight decay')
   # l2_loss(w) = ||w||^2 / 2 in one reduction, and its gradient is one multiply. The
@@ -98,12 +99,16 @@ def make_model_fn(model_config: ModelConfig, train_config: TrainConfig,
           export_outputs={'serving_default': tf.estimator.export.PredictOutput(predictions)})
 
     labels = tf.cast(labels, tf.int32)
+    # All of the net's unless fine-tuning freezes some layers.
+    variables = finetune.trainable_variables(tf1.trainable_variables(), model_config,
+                                             train_config)
     if logits.shape.rank == 2:
       cross_entropy = tf1.losses.sparse_softmax_cross_entropy(labels, logits)
     else:  # 10-crop: the cross-entropy of the averaged softmax that makes the prediction
       cross_entropy = -tf.reduce_mean(tf.math.log(tf.maximum(
           tf.gather(probabilities, labels, batch_dims=1), 1e-12)))
-    loss = tf.add(cross_entropy, weight_decay_loss(train_config.weight_decay), name='total_loss')
+    loss = tf.add(cross_entropy, weight_decay_loss(train_config.weight_decay, variables),
+                  name='total_loss')
     in_top1 = tf.equal(predictions[CLASSES], tf.cast(labels, tf.int64))
     in_top5 = tf.nn.in_top_k(predictions=probabilities, targets=labels, k=TOP_K)
 
@@ -135,7 +140,10 @@ def make_model_fn(model_config: ModelConfig, train_config: TrainConfig,
       tf1.summary.image('inputs', (shown - lo) / tf.maximum(hi - lo, 1e-6),
                         max_outputs=image_summaries)
     optimizer = tf1.train.MomentumOptimizer(lr, momentum=train_config.momentum)
-    train_op = optimizer.minimize(loss, global_step=global_step)
+    # Only `variables` get gradients and momentum slots (the frozen layers, none).
+    grads_and_vars = finetune.scale_restored_gradients(
+        optimizer.compute_gradients(loss, var_list=variables), model_config, train_config)
+    train_op = optimizer.apply_gradients(grads_and_vars, global_step=global_step)
     return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
 
   return model_fn

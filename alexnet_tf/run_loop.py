@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from alexnet_tf import config as config_lib
 from alexnet_tf import estimator as estimator_lib
-from alexnet_tf import export, hooks, input_pipeline, records, rundir, schedule
+from alexnet_tf import export, finetune, hooks, input_pipeline, records, rundir, schedule
 from alexnet_tf.config import Config
 
 tf1 = tf.compat.v1
@@ -79,7 +79,10 @@ def train_and_evaluate(config: Config, data_dir: str, model_dir: str,
     StalledRunError: the training input ended before the last step (nothing is exported).
   """
   # Checked once, here: fail now, not after an epoch of training.
-  source = input_pipeline.open_dataset(data_dir, config.data, training=True)
+  # Fine-tuning: the inherited preprocessing and mean, and the restore, checked here too.
+  source = (finetune.open_dataset(data_dir, config) if config.train.init_from else
+            input_pipeline.open_dataset(data_dir, config.data, training=True))
+  warm_start = finetune.warm_start_settings(config)
   for split in (records.TRAIN, records.VALIDATION):
     records.shard_files(data_dir, split)
   metadata = source.metadata
@@ -95,7 +98,7 @@ def train_and_evaluate(config: Config, data_dir: str, model_dir: str,
     if step:
       log.info('resuming from step %d (learning rate %g)', step, listener.state.learning_rate)
     if step < plan.total_steps:
-      _train(config, source, model_dir, plan, listener, step, extra_hooks)
+      _train(config, source, model_dir, plan, listener, step, extra_hooks, warm_start)
       reached = rundir.latest_step(model_dir)
       if reached < plan.total_steps:  # the input ended: nothing to evaluate or export
         raise StalledRunError(
@@ -115,8 +118,8 @@ def _learning_rate_fn(train: config_lib.TrainConfig, plan: RunPlan, state):
                             train.lr_decay_factor)
 
 
-def _train(config, source, model_dir, plan, listener, step, extra_hooks):
-  """Trains from `step` to the end of the run in one session."""
+def _train(config, source, model_dir, plan, listener, step, extra_hooks, warm_start):
+  """Trains from `step` to the end of the run in one session (warm-started at step 0)."""
   train = config.train
   # Seeded by the starting step: a resumed run must not replay the shuffle and dropout masks
   # it already saw.
@@ -124,7 +127,8 @@ def _train(config, source, model_dir, plan, listener, step, extra_hooks):
   # Checkpoints land on evaluation boundaries, where the schedule is decided.
   estimator = estimator_lib.make_estimator(config, source.metadata, model_dir,
                                            _learning_rate_fn(train, plan, listener.state),
-                                           seed, save_every=plan.eval_every)
+                                           seed, save_every=plan.eval_every,
+                                           warm_start=warm_start)
   input_fn = input_pipeline.make_input_fn(source, records.TRAIN, config.data,
                                           train.batch_size, training=True, seed=seed)
   progress = hooks.ProgressHook(train.batch_size, plan.total_steps, model_dir,

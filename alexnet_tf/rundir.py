@@ -100,14 +100,24 @@ def save_run(model_dir: str, config: Config, source: input_pipeline.Source) -> N
 
 def load_run(model_dir: str, data_dir: Optional[str] = None) -> Run:
   """The run recorded in `model_dir`; `data_dir` overrides the dataset it trained on."""
+  raw = _read_run_file(model_dir)
+  data_dir = data_dir or raw['data_dir']
+  return Run(config_lib.from_dict(raw['config']), data_dir, records.read_metadata(data_dir))
+
+
+def load_config(model_dir: str) -> Config:
+  """The config recorded in `model_dir`, without opening its dataset (which a run of
+  imported weights, or one whose data moved, does not have)."""
+  return config_lib.from_dict(_read_run_file(model_dir)['config'])
+
+
+def _read_run_file(model_dir: str) -> dict:
   path = os.path.join(model_dir, RUN_FILE)
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path} not found: {model_dir} is not a training run of '
                             f'alexnet_tf (python -m alexnet_tf.train writes it)')
   with open(path, encoding='utf-8') as f:
-    raw = json.load(f)
-  data_dir = data_dir or raw['data_dir']
-  return Run(config_lib.from_dict(raw['config']), data_dir, records.read_metadata(data_dir))
+    return json.load(f)
 
 
 def check_classes(checkpoint_path: str, config: Config, run: 'Run') -> None:

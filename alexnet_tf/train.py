@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple
 
 from alexnet_tf import cli_logging  # first: quiets TensorFlow's C++ logs before it loads
 
-from alexnet_tf import ablations, records, rundir, run_loop
+from alexnet_tf import ablations, finetune, records, rundir, run_loop
 from alexnet_tf import config as cfg
 from alexnet_tf.convert import cifar10
 from alexnet_tf.hooks import NonFiniteLossError
@@ -58,7 +58,24 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--seed', type=int, help='graph and data seed for a reproducible run')
   p.add_argument('--ablation', choices=sorted(ablations.ABLATIONS),
                  help='remove or replace one of the paper\'s ingredients (alexnet_tf/ablations.py)')
+  g = p.add_argument_group('fine-tuning')
+  g.add_argument('--init-from', metavar='DIR', help='a run directory of this project (a '
+                 'training run or imported weights) to start from: its net, input '
+                 'preprocessing and training mean are used, and all its weights but the '
+                 'classifier, which starts fresh for the classes of --data-dir')
+  g.add_argument('--trainable', metavar='LAYERS', help='with --init-from: the comma-separated '
+                 'layers that train, e.g. fc8 or fc6,fc7,fc8; the others are frozen '
+                 '(default: all)')
+  g.add_argument('--restored-lr-scale', type=float, metavar='F', help='with --init-from: '
+                 'learning-rate factor of the restored layers that train, e.g. 0.1 '
+                 '(default: 1; the new classifier always gets the full rate)')
   return p
+
+
+def parse_trainable(text: str) -> Tuple[str, ...]:
+  """'fc6,fc7,fc8' -> ('fc6', 'fc7', 'fc8'); 'all' -> () (TrainConfig's every layer)."""
+  names = tuple(x.strip() for x in text.split(',') if x.strip())
+  return () if names == ('all',) else names
 
 
 def parse_decay_epochs(text: str) -> Tuple[float, ...]:
@@ -76,12 +93,18 @@ def parse_decay_epochs(text: str) -> Tuple[float, ...]:
 def config_from_args(args: argparse.Namespace) -> Tuple[cfg.Config, Paths]:
   """Turns parsed flags into the config and paths; the only place flags are read."""
   base = cfg.get_config(args.dataset)
+  if args.init_from:  # the net and preprocessing its weights need; --dataset's recipe
+    base = finetune.inherit_config(base, args.init_from)
   if args.ablation:
     base = ablations.apply(args.ablation, base)
   train_overrides = {name: value for name, value in (
       ('epochs', args.epochs), ('max_steps', args.max_steps), ('batch_size', args.batch_size),
       ('learning_rate', args.learning_rate), ('schedule', args.schedule),
-      ('eval_every_epochs', args.eval_every), ('seed', args.seed)) if value is not None}
+      ('eval_every_epochs', args.eval_every), ('seed', args.seed),
+      ('init_from', args.init_from), ('restored_lr_scale', args.restored_lr_scale))
+      if value is not None}
+  if args.trainable is not None:
+    train_overrides['trainable'] = parse_trainable(args.trainable)
   if args.decay_epochs is not None:
     train_overrides['step_boundaries_epochs'] = parse_decay_epochs(args.decay_epochs)
   model_overrides = {}
@@ -120,7 +143,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   cli_logging.setup()
   try:
     config, paths = config_from_args(args)
-  except ValueError as e:
+  except (ValueError, FileNotFoundError) as e:  # FileNotFoundError: --init-from is no run
     parser.error(str(e))
   try:
     if args.data_dir is None:
