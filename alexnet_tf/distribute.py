@@ -194,7 +194,11 @@ def train_and_evaluate(config: Config, data_dir: str, model_dir: str,
     if devices is None and not tf.config.list_logical_devices('GPU'):
       raise ValueError('--strategy mirrored found no GPU: name the devices with '
                        '--replica-devices, e.g. /cpu:0,/cpu:1')
-    strategy = tf.distribute.MirroredStrategy(devices=devices)
+    # Built in graph mode, as the Estimator uses it: eagerly it would place tensors on the
+    # devices at once, and logical CPUs exist only in the Estimator's sessions
+    # (estimator.session_config), not in the eager context.
+    with tf.Graph().as_default():
+      strategy = tf.distribute.MirroredStrategy(devices=devices)
     log.info('mirrored over %s: %d images per replica of the global batch of %d',
              ', '.join(strategy.extended.worker_devices), config.train.batch_size //
              strategy.num_replicas_in_sync, config.train.batch_size)
