@@ -90,13 +90,17 @@ class ProgressHook(tf1.train.SessionRunHook):
 
 
 class TaskStepsHook(tf1.train.SessionRunHook):
-  """Counts the training steps this task of a cluster ran and logs them at the end, with
-  the global steps it saw first and last."""
+  """Counts the training steps this task ran and logs them at the end, with the global
+  steps it saw first and last and the global steps per second after its first `warmup`
+  steps (in a cluster the global step counts every task's updates)."""
 
-  def __init__(self, task: str):
+  def __init__(self, task: str, warmup: int = 5):
     self._task = task
+    self._warmup = warmup
     self.steps = 0
     self._first = self._last = 0
+    self._mark = None  # (time, global step) after the warm-up
+    self.global_steps_per_sec = None
 
   def begin(self):
     self._global_step = tf1.train.get_global_step()
@@ -105,14 +109,22 @@ class TaskStepsHook(tf1.train.SessionRunHook):
     return tf1.train.SessionRunArgs(self._global_step)
 
   def after_run(self, run_context, run_values):
+    step = int(run_values.results) + 1  # the value read is the one before this update
     if self.steps == 0:
-      self._first = int(run_values.results)
+      self._first = step - 1
     self.steps += 1
-    self._last = int(run_values.results)
+    self._last = step
+    if self.steps == self._warmup:
+      self._mark = (time.perf_counter(), step)
+    elif self._mark is not None:
+      seconds = time.perf_counter() - self._mark[0]
+      self.global_steps_per_sec = (step - self._mark[1]) / max(seconds, 1e-9)
 
   def end(self, session):
-    span = f' (global step {self._first} -> {self._last + 1})' if self.steps else ''
-    log.info('task %s ran %d training steps%s', self._task, self.steps, span)
+    span = f' (global step {self._first} -> {self._last})' if self.steps else ''
+    rate = ('' if self.global_steps_per_sec is None else
+            f'; {self.global_steps_per_sec:.3f} global steps/s after its first {self._warmup}')
+    log.info('task %s ran %d training steps%s%s', self._task, self.steps, span, rate)
 
 
 class JoinBarrierHook(tf1.train.SessionRunHook):
