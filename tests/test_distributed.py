@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from alexnet_tf import config as config_lib
 from alexnet_tf import (distribute, evaluate, export, input_pipeline, loopback, records,
-                        rundir, run_loop)
+                        rundir, run_loop, schedule)
 from alexnet_tf.distribute import Cluster, Distribution
 
 tf1 = tf.compat.v1
@@ -195,6 +195,26 @@ def test_mirrored_on_two_cpus_matches_one_device_with_the_same_global_batch(
   # The mirrored run's own evaluation (over its two replicas) counted every example once.
   top1 = {name: rundir.read_history(str(runs[name]))[-1]['top1_accuracy'] for name in runs}
   assert top1['mirrored'] == top1['single']
+
+
+def test_a_plateau_decay_reaches_every_mirrored_replica():
+  """The plateau schedule works under --strategy mirrored: the rate variable the loop's
+  listener sets (schedule.RateSetter) is mirrored, so every replica trains at the new rate."""
+  with tf.Graph().as_default():
+    strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
+  with tf.Graph().as_default():
+    with strategy.scope():
+      rate = schedule.plateau_variable(0.01)
+      per_replica = strategy.extended.call_for_each_replica(lambda: rate(None))
+    setter = schedule.RateSetter()
+    setter.prepare()
+    with tf1.Session(config=tf1.ConfigProto(device_count={'CPU': 2})) as session:
+      session.run(tf1.local_variables_initializer())
+      assert session.run(strategy.experimental_local_results(per_replica)) == (
+          pytest.approx(0.01), pytest.approx(0.01))
+      setter.set(session, 0.001)
+      assert session.run(strategy.experimental_local_results(per_replica)) == (
+          pytest.approx(0.001), pytest.approx(0.001))
 
 
 @pytest.mark.parametrize('strategy, tf_config, message', [
