@@ -94,7 +94,7 @@ class TaskStepsHook(tf1.train.SessionRunHook):
   steps it saw first and last and the global steps per second after its first `warmup`
   steps (in a cluster the global step counts every task's updates)."""
 
-  def __init__(self, task: str, warmup: int = 5):
+  def __init__(self, task: str, warmup: int = 10):
     self._task = task
     self._warmup = warmup
     self.steps = 0

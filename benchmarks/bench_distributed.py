@@ -5,7 +5,7 @@ estimate of the communication's share.
 Every run is the product's own training (`alexnet_tf.distribute.train_and_evaluate`; the
 clusters as `python -m alexnet_tf.train` processes on 127.0.0.1, `alexnet_tf.loopback`) of
 the CIFAR-10 net for --steps steps; the rate is `hooks.TaskStepsHook`'s: global steps per
-second after each task's first 5 steps (start-up, graph warm-up and the final evaluation
+second after each task's first 10 steps (start-up, graph warm-up and the final evaluation
 excluded). In a cluster the global step counts every task's updates; the figure is the one
 seen by the task that ran the most steps.
 
@@ -112,7 +112,7 @@ def main(argv=None) -> Dict[str, object]:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--batch-size', type=int, default=128, help='global batch')
-  parser.add_argument('--steps', type=int, default=60, help='training steps per run')
+  parser.add_argument('--steps', type=int, default=100, help='training steps per run')
   parser.add_argument('--runs', default=','.join(RUNS), help='comma-separated subset')
   parser.add_argument('--cifar-dir', default=common.DEFAULT_CIFAR_DIR,
                       help='converted CIFAR-10 (real images); photos at 32x32 when absent')
@@ -121,7 +121,7 @@ def main(argv=None) -> Dict[str, object]:
   parser.add_argument('--smoke', action='store_true', help='tiny sizes, in seconds-minutes')
   args = parser.parse_args(argv)
   if args.smoke:
-    args.batch_size, args.steps, args.cifar_dir = 4, 12, None
+    args.batch_size, args.steps, args.cifar_dir = 4, 16, None
   results = common.new_results('distributed', args, runs={})
   with common.work_directory(args.work_dir, 'bench_distributed_') as work_dir:
     data_dir = common.dataset_for('cifar10', work_dir, 40, args.cifar_dir)
