@@ -6,7 +6,7 @@ LRN (`lrn.resolve`): IN_PROCESS may build the fused kernel, EXPORT never does.
 """
 
 import dataclasses
-from typing import Optional
+from typing import Optional, Sequence
 
 import tensorflow as tf
 
@@ -18,9 +18,11 @@ from alexnet_tf.schedule import LearningRateFn
 tf1 = tf.compat.v1
 
 
-def session_config(model_config: ModelConfig) -> tf1.ConfigProto:
-  """Soft placement (towers ask for GPUs) and as many CPU devices as the towers name."""
-  cpus = {tf.DeviceSpec.from_string(d).device_index for d in model_config.tower_devices
+def session_config(model_config: ModelConfig, devices: Sequence[str] = ()) -> tf1.ConfigProto:
+  """Soft placement (towers ask for GPUs) and as many CPU devices as the towers (and
+  `devices`, e.g. the replicas of a MirroredStrategy) name."""
+  cpus = {tf.DeviceSpec.from_string(d).device_index
+          for d in (*model_config.tower_devices, *devices)
           if tf.DeviceSpec.from_string(d).device_type in ('CPU', 'cpu')}
   count = max([i + 1 for i in cpus if i is not None] + [1])
   return tf1.ConfigProto(allow_soft_placement=True, device_count={'CPU': count})
@@ -40,19 +42,28 @@ def make_estimator(config: Config, metadata: records.DatasetMetadata, model_dir:
                    learning_rate: Optional[LearningRateFn] = None, seed: Optional[int] = None,
                    save_every: Optional[int] = None,
                    purpose: str = lrn.IN_PROCESS,
-                   warm_start: Optional[tf.estimator.WarmStartSettings] = None
-                   ) -> tf.estimator.Estimator:
+                   warm_start: Optional[tf.estimator.WarmStartSettings] = None,
+                   train_distribute: Optional[tf.distribute.Strategy] = None,
+                   eval_distribute: Optional[tf.distribute.Strategy] = None,
+                   session: Optional[tf1.ConfigProto] = None,
+                   max_worker_delay_secs: Optional[int] = None) -> tf.estimator.Estimator:
   """An Estimator over `model_dir`; `save_every` steps it checkpoints (and at the end).
 
   `learning_rate` (global_step -> rate) is needed only to train; `purpose` is lrn.EXPORT for
   an Estimator that only exports (its graphs never hold the kernel library's ops).
   `warm_start` (finetune.warm_start_settings) initialises a model_dir without a checkpoint.
+  `train_distribute` and `eval_distribute` are the tf.distribute strategies that train and
+  evaluate (`alexnet_tf.distribute` makes them); `session` replaces
+  `session_config(...)` (a cluster task's device filters); `max_worker_delay_secs` bounds
+  the head start train_and_evaluate gives a cluster's chief (None: TF's, up to 60 s).
   """
   model_config = model_config_for(config, metadata, purpose)
   run_config = tf.estimator.RunConfig(
-      model_dir=model_dir, tf_random_seed=seed, session_config=session_config(model_config),
+      model_dir=model_dir, tf_random_seed=seed,
+      session_config=session or session_config(model_config),
+      train_distribute=train_distribute, eval_distribute=eval_distribute,
       save_checkpoints_steps=save_every, save_checkpoints_secs=None,
       keep_checkpoint_max=config.train.keep_checkpoints, save_summary_steps=100,
-      log_step_count_steps=None)
+      log_step_count_steps=None, experimental_max_worker_delay_secs=max_worker_delay_secs)
   model_fn = make_model_fn(model_config, config.train, learning_rate, metadata.classes)
   return tf.estimator.Estimator(model_fn, config=run_config, warm_start_from=warm_start)

@@ -135,7 +135,8 @@ def parse_example(serialized: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
 def make_dataset(source: Source, split: str, data_config: DataConfig, batch_size: int,
                  training: bool, *, num_epochs: Optional[int] = None, ten_crop: bool = False,
                  seed: Optional[int] = None,
-                 drop_remainder: Optional[bool] = None) -> tf.data.Dataset:
+                 drop_remainder: Optional[bool] = None,
+                 shard: Tuple[int, int] = (1, 0)) -> tf.data.Dataset:
   """Batches ({'image': float32 images}, int32 labels) of `split` (see the module docstring).
 
   Args:
@@ -145,11 +146,14 @@ def make_dataset(source: Source, split: str, data_config: DataConfig, batch_size
     ten_crop: evaluation only: images [batch, 10, crop, crop, 3].
     seed: makes training reproducible; None: random.
     drop_remainder: drop a last partial batch; default True for training, False otherwise.
+    shard: (count, index): training reads only its 1/count of the split, the shards (or,
+      with fewer shards than count, the examples) index, index + count, ... (one worker's
+      part under tf.distribute).
   """
   if not training:
     return _finish_options(_eval_dataset(source, split, data_config, batch_size, ten_crop,
                                          bool(drop_remainder)))
-  pipeline = TrainingPipeline(source, data_config, seed)
+  pipeline = TrainingPipeline(source, data_config, seed, shard)
   dataset = pipeline.deferred(split, batch_size, num_epochs, drop_remainder is not False)
   dataset = dataset.map(lambda features, labels: (pipeline.finish(features), labels),
                         num_parallel_calls=AUTOTUNE, deterministic=pipeline.deterministic)
@@ -181,11 +185,37 @@ def make_input_fn(source: Source, split: str, data_config: DataConfig, batch_siz
   return input_fn
 
 
+def make_distributed_input_fn(source: Source, split: str, data_config: DataConfig,
+                              global_batch: int, training: bool, *,
+                              seed: Optional[int] = None,
+                              shard: Tuple[int, int] = (1, 0)) -> Callable[..., tf.data.Dataset]:
+  """An Estimator `input_fn(input_context)` of `make_dataset`'s batches for tf.distribute.
+
+  Under a strategy the Estimator passes a `tf.distribute.InputContext`: the dataset is this
+  worker's shard (`input_pipeline_id` of `num_input_pipelines`) in per-replica batches of
+  `global_batch // num_replicas_in_sync`, which the strategy hands to its replicas in turn.
+  Without one (between-graph replication: no strategy object) it is `shard` (count, index)
+  in batches of `global_batch`. A dataset, not tensors: strategies need one, so the float
+  finish runs in tf.data here.
+  """
+  def input_fn(input_context=None):
+    batch, pipelines = global_batch, shard
+    if input_context is not None:
+      batch = input_context.get_per_replica_batch_size(global_batch)
+      pipelines = (input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if training:
+      return make_dataset(source, split, data_config, batch, True, seed=seed, shard=pipelines)
+    return make_dataset(source, split, data_config, batch, False)
+  return input_fn
+
+
 class TrainingPipeline:
   """The training input of one dataset: the deferred uint8 batches and their float finish."""
 
-  def __init__(self, source: Source, data_config: DataConfig, seed: Optional[int]):
+  def __init__(self, source: Source, data_config: DataConfig, seed: Optional[int],
+               shard: Tuple[int, int] = (1, 0)):
     self.source = source
+    self.shard = shard  # (count, index): see make_dataset
     self.data_config = data_config
     self.deterministic = seed is not None
     self.seed = int(secrets.randbits(62) if seed is None else seed)
@@ -227,13 +257,21 @@ class TrainingPipeline:
   def _examples(self, split: str, decoded: bool) -> tf.data.Dataset:
     """Serialized examples, or (uint8 image, label) pairs when `decoded` (cached if asked)."""
     files = records.shard_files(self.source.data_dir, split)
+    count, index = self.shard
+    if 1 < count <= len(files):  # whole shards per worker: each reads only its files
+      files = files[index::count]
+    elif count > 1:  # fewer shards than workers: every count-th example, in file order
+      # (the same order on every worker, so the parts are disjoint)
+      dataset = tf.data.TFRecordDataset(files).shard(count, index)
+      return self._decoded(dataset) if decoded else dataset
     dataset = tf.data.Dataset.from_tensor_slices(files)
     dataset = dataset.shuffle(len(files), seed=self.seed, reshuffle_each_iteration=True)
     dataset = dataset.interleave(
         tf.data.TFRecordDataset, cycle_length=min(self.data_config.cycle_length, len(files)),
         num_parallel_calls=AUTOTUNE, deterministic=self.deterministic)
-    if not decoded:
-      return dataset
+    return self._decoded(dataset) if decoded else dataset
+
+  def _decoded(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
     dataset = dataset.map(lambda serialized: _decode(serialized, self.source.stored_size),
                           num_parallel_calls=AUTOTUNE, deterministic=self.deterministic)
     return dataset.cache() if self.data_config.cache_decoded else dataset

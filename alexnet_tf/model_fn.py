@@ -42,7 +42,7 @@ def weight_decay_loss(weight_decay: float, variables: Sequence[tf.Variable]) -> 
   Biases are excluded, as in cuda-convnet's layer definitions (wcBias 0): decaying the
   bias of 1 that keeps the ReLUs alive would work against its purpose.
   """
-  weights = [v for v in variables if v.op.name.endswith('/' + WEIGHTS)]
+  weights = [v for v in variables if _is_weight(v)]
   if not weights:
     raise ValueError('no weight variables found for weight decay')
   # l2_loss(w) = ||w||^2 / 2 in one reduction, and its gradient is one multiply. The
@@ -50,6 +50,13 @@ def weight_decay_loss(weight_decay: float, variables: Sequence[tf.Variable]) -> 
   # more backward: the ImageNet step ran 7-11% faster without them (README, Performance).
   return tf.multiply(weight_decay, tf.add_n([tf.nn.l2_loss(w) for w in weights]),
                      name='weight_decay')
+
+
+def _is_weight(variable) -> bool:
+  # Under MirroredStrategy replica i > 0 sees its own copy's op, named '.../weights/replica_i'.
+  parts = variable.op.name.split('/')
+  return parts[-1] == WEIGHTS or (len(parts) > 2 and parts[-2] == WEIGHTS and
+                                  parts[-1].startswith('replica_'))
 
 
 def portable_model_config(model_config: ModelConfig) -> ModelConfig:

@@ -14,13 +14,12 @@ checkpoint with the schedule state it had; a checkpoint whose evaluation was los
 is evaluated first (the Estimator re-saves the starting checkpoint, which reaches the
 listener like any other).
 
-Distributed training (not built yet) will run this loop through
-`tf.estimator.train_and_evaluate`, which forbids saving listeners under multi-worker
-strategies and evaluates in its own job: there a `tf.estimator.Exporter`, which
-train_and_evaluate calls after each evaluation with its `eval_result`, calls the same
-`record_evaluation(model_dir, train_config, plan, step, eval_result)`, so history, best/ and
-the plateau state stay one implementation; the trainers then read a decayed rate from
-`rundir.load_schedule_state` instead of having it set by the listener.
+`strategy` (a MirroredStrategy over one machine's devices, `distribute`) runs this same loop
+with the strategy in the Estimator's RunConfig. Clusters (TF_CONFIG) run through
+`tf.estimator.train_and_evaluate` instead (`distribute.train_and_evaluate`), which forbids
+saving listeners under multi-worker strategies and evaluates in its own task: there a
+`tf.estimator.Exporter` calls the same `record_evaluation`, so history, best/ and the
+schedule state stay one implementation.
 """
 
 import dataclasses
@@ -68,11 +67,14 @@ class RunPlan:
 
 def train_and_evaluate(config: Config, data_dir: str, model_dir: str,
                        export_dir: Optional[str] = None,
-                       extra_hooks: Sequence[tf1.train.SessionRunHook] = ()) -> Dict[str, float]:
+                       extra_hooks: Sequence[tf1.train.SessionRunHook] = (),
+                       strategy: Optional[tf.distribute.Strategy] = None,
+                       session: Optional[tf1.ConfigProto] = None) -> Dict[str, float]:
   """Trains `config` on `data_dir` into `model_dir`, resuming what is there.
 
   Returns the metrics of the last evaluation. Exports a SavedModel to `export_dir` at the
   end when given. `extra_hooks` join the training session (a profiler, a timer).
+  `strategy` and `session` go to `estimator.make_estimator` (a one-machine strategy).
 
   Raises:
     rundir.RunDirLockedError: another process is training into `model_dir`.
@@ -93,12 +95,13 @@ def train_and_evaluate(config: Config, data_dir: str, model_dir: str,
     log.info('%s: %d training examples, %d steps per epoch, %d steps in all, evaluating every '
              '%d steps; model dir %s', metadata.name, metadata.counts[records.TRAIN],
              plan.steps_per_epoch, plan.total_steps, plan.eval_every, model_dir)
-    listener = _EvaluationListener(config, source, model_dir, plan)
+    listener = _EvaluationListener(config, source, model_dir, plan, strategy, session)
     step = rundir.latest_step(model_dir)
     if step:
       log.info('resuming from step %d (learning rate %g)', step, listener.state.learning_rate)
     if step < plan.total_steps:
-      _train(config, source, model_dir, plan, listener, step, extra_hooks, warm_start)
+      _train(config, source, model_dir, plan, listener, step, extra_hooks, warm_start,
+             strategy, session)
       reached = rundir.latest_step(model_dir)
       if reached < plan.total_steps:  # the input ended: nothing to evaluate or export
         raise StalledRunError(
@@ -110,7 +113,9 @@ def train_and_evaluate(config: Config, data_dir: str, model_dir: str,
   return listener.metrics
 
 
-def _learning_rate_fn(train: config_lib.TrainConfig, plan: RunPlan, state):
+def learning_rate_fn(train: config_lib.TrainConfig, plan: RunPlan,
+                     state: schedule.PlateauState) -> schedule.LearningRateFn:
+  """The training graph's rate: the plateau variable at `state`'s rate, or the steps."""
   if train.schedule == 'plateau':
     return schedule.plateau_variable(state.learning_rate)
   return schedule.piecewise(train.learning_rate,  # 'step' (TrainConfig knows no others)
@@ -118,7 +123,8 @@ def _learning_rate_fn(train: config_lib.TrainConfig, plan: RunPlan, state):
                             train.lr_decay_factor)
 
 
-def _train(config, source, model_dir, plan, listener, step, extra_hooks, warm_start):
+def _train(config, source, model_dir, plan, listener, step, extra_hooks, warm_start, strategy,
+           session):
   """Trains from `step` to the end of the run in one session (warm-started at step 0)."""
   train = config.train
   # Seeded by the starting step: a resumed run must not replay the shuffle and dropout masks
@@ -126,11 +132,16 @@ def _train(config, source, model_dir, plan, listener, step, extra_hooks, warm_st
   seed = None if train.seed is None else train.seed + step
   # Checkpoints land on evaluation boundaries, where the schedule is decided.
   estimator = estimator_lib.make_estimator(config, source.metadata, model_dir,
-                                           _learning_rate_fn(train, plan, listener.state),
+                                           learning_rate_fn(train, plan, listener.state),
                                            seed, save_every=plan.eval_every,
-                                           warm_start=warm_start)
-  input_fn = input_pipeline.make_input_fn(source, records.TRAIN, config.data,
-                                          train.batch_size, training=True, seed=seed)
+                                           warm_start=warm_start, train_distribute=strategy,
+                                           session=session)
+  if strategy is None:
+    input_fn = input_pipeline.make_input_fn(source, records.TRAIN, config.data,
+                                            train.batch_size, training=True, seed=seed)
+  else:  # per-replica batches of the global batch_size
+    input_fn = input_pipeline.make_distributed_input_fn(source, records.TRAIN, config.data,
+                                                        train.batch_size, True, seed=seed)
   progress = hooks.ProgressHook(train.batch_size, plan.total_steps, model_dir,
                                 steps_per_epoch=plan.steps_per_epoch)
   estimator.train(input_fn, max_steps=plan.total_steps, hooks=[progress, *extra_hooks],
@@ -178,9 +189,14 @@ def plain_metrics(metrics: Mapping[str, object]) -> Dict[str, object]:
   return {k: float(v) if np.ndim(v) == 0 else np.asarray(v).tolist() for k, v in metrics.items()}
 
 
-def _validate(config, source, model_dir) -> Dict[str, float]:
-  """The validation metrics of the newest checkpoint in `model_dir`."""
-  estimator = estimator_lib.make_estimator(config, source.metadata, model_dir)
+def validate(config, source, model_dir, strategy=None, session=None) -> Dict[str, float]:
+  """The validation metrics of the newest checkpoint in `model_dir` (under `strategy`)."""
+  estimator = estimator_lib.make_estimator(config, source.metadata, model_dir,
+                                           eval_distribute=strategy, session=session)
+  if strategy is not None:
+    input_fn = input_pipeline.make_distributed_input_fn(
+        source, records.VALIDATION, config.data, config.train.batch_size, False)
+    return estimator.evaluate(input_fn, name='validation')
 
   def input_fn():
     return input_pipeline.make_dataset(source, records.VALIDATION, config.data,
@@ -196,8 +212,8 @@ class _EvaluationListener(tf1.train.CheckpointSaverListener):
   training graph's rate variable after a decay.
   """
 
-  def __init__(self, config, source, model_dir, plan):
-    self._args = (config, source, model_dir)
+  def __init__(self, config, source, model_dir, plan, strategy=None, session=None):
+    self._args = (config, source, model_dir, strategy, session)
     self._train_config = config.train
     self._model_dir = model_dir
     self._plan = plan
@@ -222,7 +238,7 @@ class _EvaluationListener(tf1.train.CheckpointSaverListener):
     if step > self.state.last_eval_step and (step % plan.eval_every == 0 or
                                              step >= plan.total_steps):
       start = time.time()
-      metrics = _validate(*self._args)
+      metrics = validate(*self._args)
       self.state = record_evaluation(self._model_dir, self._train_config, plan, step, metrics,
                                      time.time() - start)
       self.metrics = plain_metrics(metrics)

@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple
 
 from alexnet_tf import cli_logging  # first: quiets TensorFlow's C++ logs before it loads
 
-from alexnet_tf import ablations, finetune, records, rundir, run_loop
+from alexnet_tf import ablations, distribute, finetune, records, rundir, run_loop
 from alexnet_tf import config as cfg
 from alexnet_tf.convert import cifar10
 from alexnet_tf.hooks import NonFiniteLossError
@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
   g.add_argument('--restored-lr-scale', type=float, metavar='F', help='with --init-from: '
                  'learning-rate factor of the restored layers that train, e.g. 0.1 '
                  '(default: 1; the new classifier always gets the full rate)')
+  p.add_argument('--strategy', default=distribute.NONE, choices=distribute.STRATEGIES,
+                 help='mirrored: one machine, N devices; parameter_server, multi_worker: the '
+                 'cluster in TF_CONFIG (README, "Distributed training"; default: %(default)s)')
+  p.add_argument('--replica-devices', help='mirrored: comma-separated replica devices '
+                 '(default: every GPU), e.g. "/gpu:0,/gpu:1" or "/cpu:0,/cpu:1"')
   return p
 
 
@@ -143,13 +148,16 @@ def main(argv: Optional[List[str]] = None) -> int:
   cli_logging.setup()
   try:
     config, paths = config_from_args(args)
+    devices = [d.strip() for d in (args.replica_devices or '').split(',') if d.strip()]
+    distribution = distribute.make_distribution(args.strategy, devices)
+    distribute.check_config(config, distribution)
   except (ValueError, FileNotFoundError) as e:  # FileNotFoundError: --init-from is no run
     parser.error(str(e))
   try:
     if args.data_dir is None:
       ensure_cifar10(paths.data_dir, paths.source)
-    metrics = run_loop.train_and_evaluate(config, paths.data_dir, paths.model_dir,
-                                          paths.export_dir)
+    metrics = distribute.train_and_evaluate(config, paths.data_dir, paths.model_dir,
+                                            paths.export_dir, distribution)
   except (NonFiniteLossError, rundir.RunDirLockedError, run_loop.StalledRunError,
           FileNotFoundError, ValueError) as e:
     log.error('%s', e)
