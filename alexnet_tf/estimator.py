@@ -11,7 +11,7 @@ from typing import Optional
 import tensorflow as tf
 
 from alexnet_tf import lrn, records
-from alexnet_tf.config import Config, ModelConfig
+from alexnet_tf.config import FP32, Config, ModelConfig
 from alexnet_tf.model_fn import make_model_fn
 from alexnet_tf.schedule import LearningRateFn
 
@@ -39,11 +39,13 @@ def model_config_for(config: Config, metadata: records.DatasetMetadata,
 def make_estimator(config: Config, metadata: records.DatasetMetadata, model_dir: str,
                    learning_rate: Optional[LearningRateFn] = None, seed: Optional[int] = None,
                    save_every: Optional[int] = None,
-                   purpose: str = lrn.IN_PROCESS) -> tf.estimator.Estimator:
+                   purpose: str = lrn.IN_PROCESS,
+                   export_precision: str = FP32) -> tf.estimator.Estimator:
   """An Estimator over `model_dir`; `save_every` steps it checkpoints (and at the end).
 
   `learning_rate` (global_step -> rate) is needed only to train; `purpose` is lrn.EXPORT for
-  an Estimator that only exports (its graphs never hold the kernel library's ops).
+  an Estimator that only exports (its graphs never hold the kernel library's ops), and
+  `export_precision` the precision its exported graphs compute in (`model_fn`).
   """
   model_config = model_config_for(config, metadata, purpose)
   run_config = tf.estimator.RunConfig(
@@ -51,5 +53,6 @@ def make_estimator(config: Config, metadata: records.DatasetMetadata, model_dir:
       save_checkpoints_steps=save_every, save_checkpoints_secs=None,
       keep_checkpoint_max=config.train.keep_checkpoints, save_summary_steps=100,
       log_step_count_steps=None)
-  model_fn = make_model_fn(model_config, config.train, learning_rate, metadata.classes)
+  model_fn = make_model_fn(model_config, config.train, learning_rate, metadata.classes,
+                           export_precision=export_precision)
   return tf.estimator.Estimator(model_fn, config=run_config)
