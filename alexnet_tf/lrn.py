@@ -193,11 +193,12 @@ def implementation(impl: str) -> Implementation:
 
 
 def build(impl: str, inputs: tf.Tensor, config: LRNConfig, name: str = 'lrn') -> tf.Tensor:
-  """The LRN `impl` of `inputs` [..., C], in their dtype if `impl` computes in it, else in
-  float32 between casts (see the module docstring); the result has the dtype of `inputs`."""
+  """The LRN `impl` of `inputs` [..., C], in their dtype if `impl` computes in it, else (bf16
+  and fp16) in float32 between casts (see the module docstring); the result has the dtype
+  of `inputs`."""
   spec = implementation(impl)
-  if inputs.dtype in spec.dtypes:
-    return spec.build(inputs, config, name)
+  if inputs.dtype in spec.dtypes or inputs.dtype not in (tf.bfloat16, tf.float16):
+    return spec.build(inputs, config, name)  # float64 too, where an implementation takes it
   widened = spec.build(tf.cast(inputs, tf.float32), config, name)
   return tf.cast(widened, inputs.dtype, name=f'{name}_{inputs.dtype.name}')
 
