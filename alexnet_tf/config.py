@@ -17,6 +17,9 @@ OWN = 'own'  # the layer reads only its own tower's maps
 # ModelConfig validation and flag choices; a test keeps the two equal.
 LRN_IMPLS = ('reference', 'banded', 'banded_grad', 'fused')
 PADDINGS = ('VALID', 'SAME')
+# Compute precisions (alexnet_tf.precision): variables, loss and metrics stay float32 in all.
+FP32, BF16, FP16 = 'fp32', 'bf16', 'fp16'
+PRECISIONS = (FP32, BF16, FP16)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -116,6 +119,9 @@ class ModelConfig:
   pool_padding: str = 'VALID'  # the ImageNet sizes divide exactly (55 -> 27 -> 13 -> 6)
   num_towers: int = 2  # paper 3.2: the net is split over two GPUs; 1 = one device, not split
   tower_devices: Tuple[str, ...] = ('/gpu:0', '/gpu:1')  # soft placement falls back to CPU
+  # The dtype the layers compute in (variables stay float32): fp32 unless asked, because
+  # bf16 pays only on hardware with bf16 matrix units; `train --precision auto` decides.
+  precision: str = FP32
 
   def __post_init__(self):
     if self.num_towers < 1:
@@ -125,6 +131,8 @@ class ModelConfig:
                        f'got {self.tower_devices!r}')
     if self.lrn_impl not in LRN_IMPLS:
       raise ValueError(f'lrn_impl must be one of {LRN_IMPLS}, got {self.lrn_impl!r}')
+    _require(self.precision in PRECISIONS,
+             f'precision must be one of {PRECISIONS}, got {self.precision!r}')
     if not self.conv_layers:
       raise ValueError('the layer table needs at least one conv layer')
     if self.conv_layers[0].reads != FULL:

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import tensorflow as tf
 
 from alexnet_tf import lrn, records
-from alexnet_tf.config import Config, ModelConfig
+from alexnet_tf.config import FP32, Config, ModelConfig
 from alexnet_tf.model_fn import make_model_fn
 from alexnet_tf.schedule import LearningRateFn
 
@@ -46,11 +46,13 @@ def make_estimator(config: Config, metadata: records.DatasetMetadata, model_dir:
                    train_distribute: Optional[tf.distribute.Strategy] = None,
                    eval_distribute: Optional[tf.distribute.Strategy] = None,
                    session: Optional[tf1.ConfigProto] = None,
-                   max_worker_delay_secs: Optional[int] = None) -> tf.estimator.Estimator:
+                   max_worker_delay_secs: Optional[int] = None,
+                   export_precision: str = FP32) -> tf.estimator.Estimator:
   """An Estimator over `model_dir`; `save_every` steps it checkpoints (and at the end).
 
   `learning_rate` (global_step -> rate) is needed only to train; `purpose` is lrn.EXPORT for
-  an Estimator that only exports (its graphs never hold the kernel library's ops).
+  an Estimator that only exports (its graphs never hold the kernel library's ops), and
+  `export_precision` the precision its exported graphs compute in (`model_fn`).
   `warm_start` (finetune.warm_start_settings) initialises a model_dir without a checkpoint.
   `train_distribute` and `eval_distribute` are the tf.distribute strategies that train and
   evaluate (`alexnet_tf.distribute` makes them); `session` replaces
@@ -65,5 +67,6 @@ def make_estimator(config: Config, metadata: records.DatasetMetadata, model_dir:
       save_checkpoints_steps=save_every, save_checkpoints_secs=None,
       keep_checkpoint_max=config.train.keep_checkpoints, save_summary_steps=100,
       log_step_count_steps=None, experimental_max_worker_delay_secs=max_worker_delay_secs)
-  model_fn = make_model_fn(model_config, config.train, learning_rate, metadata.classes)
+  model_fn = make_model_fn(model_config, config.train, learning_rate, metadata.classes,
+                           export_precision=export_precision)
   return tf.estimator.Estimator(model_fn, config=run_config, warm_start_from=warm_start)

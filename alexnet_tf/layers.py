@@ -3,11 +3,15 @@
 Every layer creates its variables with `tf.compat.v1.get_variable` inside the caller's
 variable scope, so checkpoints have stable names (`alexnet/tower0/conv2/weights`) and
 `reuse` works as in any TF1 model. Nothing here knows about towers, datasets or losses.
+
+Mixed precision: the layers compute in their input's dtype. Variables of bfloat16 or
+float16 layers are float32 and are read through a cast (`precision.read_variable`), so
+checkpoints, the optimiser and weight decay see float32 whatever the compute dtype.
 """
 
 import tensorflow as tf
 
-from alexnet_tf import lrn
+from alexnet_tf import lrn, precision
 from alexnet_tf.config import LRNConfig
 
 tf1 = tf.compat.v1
@@ -16,12 +20,14 @@ WEIGHTS = 'weights'
 BIASES = 'biases'
 
 
-def _variables(weight_shape, num_outputs, stddev, bias_init, dtype):
+def _variables(weight_shape, num_outputs, stddev, bias_init, compute):
+  """(weights, biases) as `compute` tensors, their variables in `precision.variable_dtype`."""
+  dtype = precision.variable_dtype(compute)
   weights = tf1.get_variable(WEIGHTS, weight_shape, dtype=dtype,
                              initializer=tf1.random_normal_initializer(0.0, stddev))
   biases = tf1.get_variable(BIASES, [num_outputs], dtype=dtype,
                             initializer=tf1.constant_initializer(bias_init))
-  return weights, biases
+  return precision.read_variable(weights, compute), precision.read_variable(biases, compute)
 
 
 def conv2d(inputs, filters, kernel, stride=1, padding='SAME', bias_init=0.0, stddev=0.01,
@@ -101,14 +107,15 @@ def local_response_norm(inputs, config: LRNConfig, impl='reference', name='lrn')
       the banded implementations).
     config: the constants; `alpha` multiplies the plain sum (TF convention).
     impl: one of `config.LRN_IMPLS` (see `alexnet_tf.lrn` for each): 'reference' (TF's op),
-      'banded', 'banded_grad', 'fused' (a C++ kernel, float32 only). Which one a model
-      gets on this machine is `lrn.resolve`'s decision, made before the graph is built.
+      'banded', 'banded_grad', 'fused' (a C++ kernel, float32 or bfloat16). Which one a
+      model gets on this machine is `lrn.resolve`'s decision, made before the graph is
+      built; `lrn.build` decides whether it computes in the input's dtype or in float32.
     name: op name.
 
   Returns:
     [batch, height, width, channels], same dtype.
   """
-  return lrn.implementation(impl).build(inputs, config, name)
+  return lrn.build(impl, inputs, config, name)
 
 
 def dropout(inputs, rate, training, name='dropout'):

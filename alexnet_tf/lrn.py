@@ -14,13 +14,19 @@ b[..., c] = a[..., c] / (bias + alpha * sum_{|c' - c| <= depth_radius} a[..., c'
       with a warning. The equivalents compute the same function, so the same checkpoints
       train, evaluate, resume and export.
 
+In mixed-precision graphs (`alexnet_tf.precision`) an implementation computes in the graph's
+dtype when it is one of its `dtypes`; otherwise `build` runs it in float32 between two casts.
+bf16: 'fused' reads and writes bf16 (and computes in float32 inside), the banded forms are
+plain bf16 ops, TF's op ('reference') has no bf16 CPU kernel and gets the casts. fp16: all get
+the casts (a square of an activation over 256 overflows fp16).
+
 `config.LRN_IMPLS` lists the same names for `ModelConfig` validation (config imports no
 TensorFlow); tests/test_lrn_impls.py checks that the two agree.
 """
 
 import dataclasses
 import logging
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -45,6 +51,7 @@ class Implementation:
   portable: str  # the implementation exported graphs get (itself when made of plain TF ops)
   cpu_only: bool = False  # its kernels exist for the CPU only
   needs_kernel: bool = False  # needs alexnet_tf.kernels' library, compiled at first use
+  dtypes: Tuple[tf.DType, ...] = (tf.float32,)  # computed as they are; others: float32 casts
 
 
 def lrn_band_matrix(channels, depth_radius, value=1.0):
@@ -158,18 +165,21 @@ def banded_grad_lrn(inputs, config: LRNConfig, name='lrn'):
 
 def fused_lrn(inputs, config: LRNConfig, name='lrn'):
   """The closed form of `banded_grad_lrn` as two C++ kernels, one pass over memory each way
-  (`alexnet_tf.kernels`, compiled at first use); float32 only."""
+  (`alexnet_tf.kernels`, compiled at first use); float32 or bfloat16."""
   return kernels.lrn(inputs, config.depth_radius, config.bias, config.alpha, config.beta,
                      name=name)
 
 
+_FLOAT_AND_BF16 = (tf.float32, tf.bfloat16)
 IMPLEMENTATIONS = {
     'reference': Implementation(reference_lrn, portable='reference'),
-    'banded': Implementation(banded_lrn, portable='banded'),
+    'banded': Implementation(banded_lrn, portable='banded', dtypes=_FLOAT_AND_BF16),
     # The fastest made of TF ops.
-    'banded_grad': Implementation(banded_grad_lrn, portable='banded_grad'),
+    'banded_grad': Implementation(banded_grad_lrn, portable='banded_grad',
+                                  dtypes=_FLOAT_AND_BF16),
     # The fastest: its exported graphs get the plain-op form of the same closed form.
-    'fused': Implementation(fused_lrn, portable='banded_grad', cpu_only=True, needs_kernel=True),
+    'fused': Implementation(fused_lrn, portable='banded_grad', cpu_only=True, needs_kernel=True,
+                            dtypes=kernels.DTYPES),
 }
 
 
@@ -180,6 +190,17 @@ def implementation(impl: str) -> Implementation:
   except KeyError:
     raise ValueError(f'unknown LRN implementation {impl!r}; use one of '
                      f'{tuple(IMPLEMENTATIONS)}') from None
+
+
+def build(impl: str, inputs: tf.Tensor, config: LRNConfig, name: str = 'lrn') -> tf.Tensor:
+  """The LRN `impl` of `inputs` [..., C], in their dtype if `impl` computes in it, else (bf16
+  and fp16) in float32 between casts (see the module docstring); the result has the dtype
+  of `inputs`."""
+  spec = implementation(impl)
+  if inputs.dtype in spec.dtypes or inputs.dtype not in (tf.bfloat16, tf.float16):
+    return spec.build(inputs, config, name)  # float64 too, where an implementation takes it
+  widened = spec.build(tf.cast(inputs, tf.float32), config, name)
+  return tf.cast(widened, inputs.dtype, name=f'{name}_{inputs.dtype.name}')
 
 
 def resolve(impl: str, purpose: str, tower_devices: Sequence[str] = ()) -> str:

@@ -26,6 +26,10 @@ Endpoints of the CIFAR-10 net (`config.CIFAR10_MODEL`) on [batch, 32, 32, 3]:
   flatten [b, 2048]       fc6 [b, 512]           fc7 [b, 512]           fc8 [b, 10]
 1,784,234 trainable parameters with two towers (2,081,450 with one).
 
+Precision (`config.precision`, see `alexnet_tf.precision`): the images are cast to the
+compute dtype on entry and the logits back to float32 on exit, so every endpoint but the
+logits has the compute dtype and the logits are always float32.
+
 Flattening is NHWC: the 9216 inputs of fc6 are ordered (row, column, channel), with tower 0's
 channels first. Weights converted from channel-first frameworks (Caffe) must be permuted.
 """
@@ -35,7 +39,7 @@ from typing import Dict, List, Tuple
 
 import tensorflow as tf
 
-from alexnet_tf import layers
+from alexnet_tf import layers, precision
 from alexnet_tf.config import FULL, ModelConfig
 
 tf1 = tf.compat.v1
@@ -48,13 +52,14 @@ def build_alexnet(images: tf.Tensor, config: ModelConfig, training: bool,
   """Builds the network on `images` and returns (logits, endpoints).
 
   Args:
-    images: float [batch, S, S, 3] with S = config.image_size, RGB, mean subtracted.
+    images: float [batch, S, S, 3] with S = config.image_size, RGB, mean subtracted; cast
+      to the compute dtype of config.precision.
     config: the layer table and layer hyper-parameters.
     training: Python bool; enables dropout.
     scope: variable scope of all variables and endpoint names.
 
   Returns:
-    logits: [batch, num_classes], also endpoints[config.logits_name].
+    logits: float32 [batch, num_classes], also endpoints[config.logits_name].
     endpoints: layer name -> tensor, in build order (see the module docstring).
 
   Raises:
@@ -62,6 +67,9 @@ def build_alexnet(images: tf.Tensor, config: ModelConfig, training: bool,
   """
   _check_input(images, config)
   endpoints: Endpoints = {}
+  compute = precision.compute_dtype(config.precision)
+  if images.dtype != compute:
+    images = tf.cast(images, compute)
   with tf1.variable_scope(scope):
     tower = _TowerScopes(config)
     towers = _build_conv_towers(images, config, tower, endpoints)
@@ -71,7 +79,9 @@ def build_alexnet(images: tf.Tensor, config: ModelConfig, training: bool,
                             bias_init=config.logits_bias_init,
                             stddev=_stddev(config.logits_init_stddev, config),
                             scope=config.logits_name)
-    endpoints[config.logits_name] = tf.identity(logits, name=config.logits_name)
+    # float32 logits: the softmax, the loss and the metrics are never computed in bf16/fp16.
+    endpoints[config.logits_name] = tf.identity(tf.cast(logits, tf.float32),
+                                                name=config.logits_name)
   return endpoints[config.logits_name], endpoints
 
 

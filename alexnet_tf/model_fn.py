@@ -12,8 +12,8 @@ with warnings.catch_warnings():
   warnings.simplefilter('ignore')
   import tensorflow_addons as tfa
 
-from alexnet_tf import finetune, lrn
-from alexnet_tf.config import ModelConfig, TrainConfig
+from alexnet_tf import finetune, lrn, precision
+from alexnet_tf.config import FP32, ModelConfig, TrainConfig
 from alexnet_tf.layers import WEIGHTS
 from alexnet_tf.model import build_alexnet
 from alexnet_tf.schedule import LearningRateFn
@@ -59,20 +59,22 @@ def _is_weight(variable) -> bool:
                                   parts[-1].startswith('replica_'))
 
 
-def portable_model_config(model_config: ModelConfig) -> ModelConfig:
+def portable_model_config(model_config: ModelConfig,
+                          export_precision: str = FP32) -> ModelConfig:
   """The net as PREDICT (exported) graphs build it: no device pins (TF Serving places the
-  graph on whatever the server has) and the LRN `lrn.resolve` gives exported graphs (no op
-  of our kernel library: TF Serving has none). The variables and their names are the same,
-  so training checkpoints load unchanged."""
+  graph on whatever the server has), the LRN `lrn.resolve` gives exported graphs (no op
+  of our kernel library: TF Serving has none) and `export_precision` (fp32 unless asked:
+  batch-1 latency is best in fp32, and any server runs it) whatever the training precision.
+  The variables and their names are the same, so training checkpoints load unchanged."""
   return dataclasses.replace(
       model_config, tower_devices=('',) * model_config.num_towers,
-      lrn_impl=lrn.resolve(model_config.lrn_impl, lrn.EXPORT))
+      lrn_impl=lrn.resolve(model_config.lrn_impl, lrn.EXPORT), precision=export_precision)
 
 
 def make_model_fn(model_config: ModelConfig, train_config: TrainConfig,
                   learning_rate: Optional[LearningRateFn] = None,
                   class_names: Optional[Sequence[str]] = None,
-                  image_summaries: int = 3):
+                  image_summaries: int = 3, export_precision: str = FP32):
   """Returns `model_fn(features, labels, mode)` for `tf.estimator.Estimator`.
 
   Args:
@@ -81,6 +83,8 @@ def make_model_fn(model_config: ModelConfig, train_config: TrainConfig,
     learning_rate: global_step -> learning rate tensor; needed for TRAIN.
     class_names: names of the classes, for the top-5 names output; None gives their indices.
     image_summaries: how many input images to show in TensorBoard (TRAIN only).
+    export_precision: the compute precision of PREDICT (exported) graphs; TRAIN and EVAL
+      compute in model_config.precision. The logits, loss and metrics are float32 in all.
 
   The features are `{'image': float32 [batch, S, S, 3]}`, or `[batch, 10, S, S, 3]` for
   10-crop evaluation, where the softmaxes of the ten crops are averaged (paper section 4.1).
@@ -91,7 +95,7 @@ def make_model_fn(model_config: ModelConfig, train_config: TrainConfig,
                      f'model')
   names = list(class_names) if class_names else [str(i) for i in range(model_config.num_classes)]
 
-  portable_config = portable_model_config(model_config)
+  portable_config = portable_model_config(model_config, export_precision)
 
   def model_fn(features, labels, mode):
     images = features['image'] if isinstance(features, dict) else features
@@ -146,7 +150,8 @@ def make_model_fn(model_config: ModelConfig, train_config: TrainConfig,
       hi = tf.reduce_max(shown, axis=[1, 2, 3], keepdims=True)
       tf1.summary.image('inputs', (shown - lo) / tf.maximum(hi - lo, 1e-6),
                         max_outputs=image_summaries)
-    optimizer = tf1.train.MomentumOptimizer(lr, momentum=train_config.momentum)
+    optimizer = precision.loss_scaled(
+        tf1.train.MomentumOptimizer(lr, momentum=train_config.momentum), model_config.precision)
     # Only `variables` get gradients and momentum slots (the frozen layers, none).
     grads_and_vars = finetune.scale_restored_gradients(
         optimizer.compute_gradients(loss, var_list=variables), model_config, train_config)

@@ -88,8 +88,10 @@ def save_run(model_dir: str, config: Config, source: input_pipeline.Source) -> N
   path = os.path.join(model_dir, RUN_FILE)
   if os.path.isfile(path):
     previous = load_run(model_dir, source.data_dir).config
-    # Devices and the LRN implementation may change between sessions; the variables may not.
-    comparable = dict(tower_devices=config.model.tower_devices, lrn_impl=config.model.lrn_impl)
+    # Devices, the LRN implementation and the compute precision may change between sessions
+    # (the variables are float32 in every precision); the variables may not.
+    comparable = dict(tower_devices=config.model.tower_devices, lrn_impl=config.model.lrn_impl,
+                      precision=config.model.precision)
     if dataclasses.replace(previous.model, **comparable) != config.model:
       raise ValueError(f'{model_dir} holds a run of another network ({path}); use a new '
                        f'--model-dir or the same settings')

@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple
 
 from alexnet_tf import cli_logging  # first: quiets TensorFlow's C++ logs before it loads
 
-from alexnet_tf import ablations, distribute, finetune, records, rundir, run_loop
+from alexnet_tf import ablations, distribute, finetune, precision, records, rundir, run_loop
 from alexnet_tf import config as cfg
 from alexnet_tf.convert import cifar10
 from alexnet_tf.hooks import NonFiniteLossError
@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
                  'cluster in TF_CONFIG (README, "Distributed training"; default: %(default)s)')
   p.add_argument('--replica-devices', help='mirrored: comma-separated replica devices '
                  '(default: every GPU), e.g. "/gpu:0,/gpu:1" or "/cpu:0,/cpu:1"')
+  p.add_argument('--precision', default=precision.AUTO, choices=precision.REQUESTS,
+                 help='compute precision of the layers (variables, loss and metrics stay '
+                 'fp32); auto: bf16 where the CPU or GPU has bf16 matrix units, fp16 with loss '
+                 'scaling on older GPUs, else fp32 (default: %(default)s)')
+  p.add_argument('--allow-emulated', action='store_true',
+                 help='run a --precision this machine has no hardware for with TensorFlow\'s '
+                 'generic kernels (correct but many times slower: for checking correctness)')
   return p
 
 
@@ -95,8 +102,16 @@ def parse_decay_epochs(text: str) -> Tuple[float, ...]:
   return epochs
 
 
-def config_from_args(args: argparse.Namespace) -> Tuple[cfg.Config, Paths]:
-  """Turns parsed flags into the config and paths; the only place flags are read."""
+def config_from_args(args: argparse.Namespace,
+                     hardware: Optional[precision.Hardware] = None
+                     ) -> Tuple[cfg.Config, Paths, precision.Choice]:
+  """Turns parsed flags into the config, the paths and the precision chosen for `hardware`
+  (default: this machine's, `precision.detect`); the only place flags are read.
+
+  Raises:
+    ValueError: a bad flag value, or a --precision this hardware lacks
+      (`precision.PrecisionUnavailableError`), with a message naming the flag.
+  """
   base = cfg.get_config(args.dataset)
   if args.init_from:  # the net and preprocessing its weights need; --dataset's recipe
     base = finetune.inherit_config(base, args.init_from)
@@ -118,6 +133,14 @@ def config_from_args(args: argparse.Namespace) -> Tuple[cfg.Config, Paths]:
     model_overrides.update(tower_devices=devices, num_towers=len(devices))
   if args.lrn_impl:
     model_overrides['lrn_impl'] = args.lrn_impl
+  devices = model_overrides.get('tower_devices', base.model.tower_devices)
+  towers = devices[:model_overrides.get('num_towers', base.model.num_towers)]
+  try:
+    choice = precision.choose(args.precision, hardware or precision.detect(towers),
+                              args.allow_emulated)
+  except precision.PrecisionUnavailableError as e:
+    raise ValueError(f'--precision {args.precision}: {e}') from None
+  model_overrides['precision'] = choice.precision
   config = cfg.Config(model=dataclasses.replace(base.model, **model_overrides),
                       data=base.data, train=dataclasses.replace(base.train, **train_overrides))
   if args.data_dir is None and args.dataset != 'cifar10':
@@ -131,7 +154,7 @@ def config_from_args(args: argparse.Namespace) -> Tuple[cfg.Config, Paths]:
       model_dir=model_dir,
       export_dir=None if args.no_export else (args.export_dir or os.path.join(model_dir, 'export')),
       source=args.source)
-  return config, paths
+  return config, paths, choice
 
 
 def ensure_cifar10(data_dir: str, source: Optional[str]) -> None:
@@ -147,12 +170,13 @@ def main(argv: Optional[List[str]] = None) -> int:
   args = parser.parse_args(argv)
   cli_logging.setup()
   try:
-    config, paths = config_from_args(args)
+    config, paths, choice = config_from_args(args)
     devices = [d.strip() for d in (args.replica_devices or '').split(',') if d.strip()]
     distribution = distribute.make_distribution(args.strategy, devices)
     distribute.check_config(config, distribution)
   except (ValueError, FileNotFoundError) as e:  # FileNotFoundError: --init-from is no run
     parser.error(str(e))
+  log.info('precision %s (--precision %s: %s)', choice.precision, args.precision, choice.reason)
   try:
     if args.data_dir is None:
       ensure_cifar10(paths.data_dir, paths.source)

@@ -25,6 +25,12 @@ the resize is an identity; a full-size photo is timed too (the decode and resize
 512x512 upload; --no-photo-jpeg skips it). The ratio of the SavedModel session's batch-1
 latency with JPEG bytes to the bare forward pass is the target (<= 1.1x).
 
+With --precisions fp32,bf16 (the default) the same checkpoint is also exported with
+`export --precision bf16` and served in a Session the same way, interleaved with the rest:
+its batch-1 latency and batch --batch throughput against the fp32 export's (the bf16 export
+option pays where the batch-64 throughput is higher). Precisions the machine has no hardware
+for are reported as not measurable (bf16 without avx512_bf16/amx_bf16).
+
   python benchmarks/bench_serving.py --json benchmarks/results/serving.json   # ~2 minutes
   python benchmarks/bench_serving.py --smoke
 """
@@ -103,11 +109,12 @@ def _session_signature(path: str, signature: str, input_key: str, session_config
 
 
 def measure_net(net: str, data_dir: str, work_dir: str, batch: int, repeats: int,
-                batch_repeats: int, with_photo: bool):
-  """All the serving measurements of one net, in this process (see the module docstring)."""
+                batch_repeats: int, with_photo: bool, other_precisions=()):
+  """All the serving measurements of one net, in this process (see the module docstring).
+  `other_precisions`: exported and served besides the fp32 export."""
   # pylint: disable=import-outside-toplevel
   from alexnet_tf import estimator as estimator_lib
-  from alexnet_tf import decoding, eval_crops, export, input_pipeline
+  from alexnet_tf import decoding, eval_crops, export, input_pipeline, lrn
   from alexnet_tf.model import build_alexnet
   from alexnet_tf.model_fn import portable_model_config
   metadata = common.records.read_metadata(data_dir)
@@ -171,6 +178,19 @@ def measure_net(net: str, data_dir: str, work_dir: str, batch: int, repeats: int
                                   serve(**{export.IMAGE_BYTES: one_jpeg})['logits'].numpy()))
     cases['bare_forward'] = (lambda: session.run(logits, {images: floats[:1]}),
                              lambda: session.run(logits, {images: floats}))
+    result['precision_probability_difference'] = {}
+    for name in other_precisions:
+      exporter = estimator_lib.make_estimator(config, metadata, model_dir, purpose=lrn.EXPORT,
+                                              export_precision=name)
+      other = _session_signature(
+          export.export_saved_model(exporter, config, metadata, mean,
+                                    os.path.join(model_dir, f'export_{name}')),
+          export.SERVING_SIGNATURE, export.IMAGE_BYTES,
+          estimator_lib.session_config(config.model))
+      cases[f'savedmodel_session_jpeg_{name}'] = (
+          lambda other=other: other(one_bytes), lambda other=other: other(all_bytes))
+      result['precision_probability_difference'][name] = float(np.max(np.abs(
+          other(all_bytes)['probabilities'] - served(all_bytes)['probabilities'])))
 
     singles = common.time_interleaved({name: c[0] for name, c in cases.items()}, warmup=5,
                                       repeats=repeats)
@@ -195,17 +215,23 @@ def measure_net(net: str, data_dir: str, work_dir: str, batch: int, repeats: int
     shutil.rmtree(model_dir, ignore_errors=True)
 
 
-def measure(net, data_dir, work_dir, args):
+def measure(net, data_dir, work_dir, args, other_precisions):
   print(f'{net}: export and serving ...', flush=True)
   return common.call(measure_net, not args.no_isolate, net, data_dir, work_dir, args.batch,
-                     args.repeats, args.batch_repeats, args.photo_jpeg)
+                     args.repeats, args.batch_repeats, args.photo_jpeg, other_precisions)
 
 
 def main(argv=None):
   args = parse_args(argv)
+  from alexnet_tf import config as config_lib  # pylint: disable=import-outside-toplevel
+  precisions, unmeasurable, emulated = common.measurable_precisions(
+      args, config_lib.IMAGENET_MODEL.tower_devices)
   results = common.new_results(
-      'bench_serving', args, targets={'latency_ratio_jpeg_vs_bare': TARGET_LATENCY_RATIO})
-  results['nets'] = common.run_nets(args, 'bench_serving_', measure, args)
+      'bench_serving', args, targets={'latency_ratio_jpeg_vs_bare': TARGET_LATENCY_RATIO},
+      precisions_measured=precisions, precisions_not_measurable=unmeasurable,
+      precisions_emulated=emulated)
+  others = [p for p in precisions if p != 'fp32']
+  results['nets'] = common.run_nets(args, 'bench_serving_', measure, args, others)
   report(results)
   common.write_json(args.json, results)
   return results
@@ -229,6 +255,26 @@ def report(results):
     print(f'{net}: SavedModel session batch-1 latency (JPEG in) / bare forward = {ratio:.3f} '
           f'({"meets" if ratio <= TARGET_LATENCY_RATIO else "misses"} <= '
           f'{TARGET_LATENCY_RATIO})')
+  report_precisions(results)
+
+
+def report_precisions(results):
+  """The other precisions' exports against the fp32 export, at batch 1 and --batch."""
+  batch = results['settings']['batch']
+  for name, why in results['precisions_not_measurable'].items():
+    print(f'{name} export: not measurable on this machine ({why})')
+  for name in results['precisions_emulated']:
+    print(f'{name} export: EMULATED (--allow-emulated): its figures are not the hardware\'s')
+  for net, r in results['nets'].items():
+    fp32 = r['savedmodel_session_jpeg']
+    for name, difference in r['precision_probability_difference'].items():
+      other = r[f'savedmodel_session_jpeg_{name}']
+      latency = other['batch1']['median_ms'] / fp32['batch1']['median_ms']
+      throughput = other['batch_images_per_sec'] / fp32['batch_images_per_sec']
+      print(f'{net}: {name} export / fp32 export: batch-1 latency x{latency:.2f}, batch-{batch} '
+            f'throughput x{throughput:.2f} (export --precision {name} '
+            f'{"pays" if throughput > 1 else "does not pay"} for throughput serving); largest '
+            f'probability difference {difference:.3g}')
 
 
 if __name__ == '__main__':

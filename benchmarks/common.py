@@ -72,6 +72,12 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                       help='measure in this process (peak memory is then cumulative)')
   parser.add_argument('--json', help='write the results here')
   parser.add_argument('--smoke', action='store_true', help='tiny sizes, runs in seconds')
+  parser.add_argument('--precisions', default='fp32,bf16',
+                      help='compute precisions to compare (the first is the baseline); one '
+                      'this machine has no hardware for is reported as not measurable')
+  parser.add_argument('--allow-emulated', action='store_true',
+                      help='measure such precisions anyway, on TF\'s generic kernels (for '
+                      'checking that the benchmark runs: the figures mean nothing)')
 
 
 def apply_common_smoke(args: argparse.Namespace) -> None:
@@ -115,6 +121,35 @@ def run_nets(args: argparse.Namespace, prefix: str,
   return results
 
 
+def measurable_precisions(args: argparse.Namespace, tower_devices: Sequence[str]):
+  """(the --precisions this machine can measure, {precision: why not} for the others,
+  {precision: why its figures are not the hardware's} for those measured only emulated).
+
+  A precision is measurable where `precision.choose` gives it for these towers: bf16 needs
+  bf16 matrix units (or --allow-emulated, whose figures are not the hardware's).
+  """
+  from alexnet_tf import precision  # pylint: disable=import-outside-toplevel
+  requested = [p for p in args.precisions.split(',') if p]
+  unknown = [p for p in requested if p not in config_lib.PRECISIONS]
+  if unknown or not requested:
+    raise SystemExit(f'--precisions {args.precisions!r}: choose from {config_lib.PRECISIONS}')
+  hardware = precision.detect(tower_devices)
+  measurable, skipped, emulated = [], {}, {}
+  for name in requested:
+    try:
+      choice = precision.choose(name, hardware, args.allow_emulated)
+    except precision.PrecisionUnavailableError as e:
+      skipped[name] = str(e)
+      print(f'{name}: not measurable here: {e}', flush=True)
+      continue
+    measurable.append(name)
+    if choice.reason.startswith('emulated'):
+      emulated[name] = choice.reason
+  if not measurable:
+    raise SystemExit(f'none of --precisions {args.precisions} can be measured here')
+  return measurable, skipped, emulated
+
+
 def machine_line(results: Dict[str, object]) -> str:
   """'<cpu>, <n> cores, TF <version>, <date>': the first line of every report."""
   machine = results['machine']
@@ -145,7 +180,8 @@ def machine_info() -> Dict[str, object]:
     mem_gib = None
   return {
       'host': platform.node(), 'cpu': model, 'cores': len(os.sched_getaffinity(0)),
-      'isa': sorted(flags & {'avx', 'avx2', 'fma', 'avx512f', 'avx512_vnni', 'amx_tile'}),
+      'isa': sorted(flags & {'avx', 'avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16',
+                             'amx_tile', 'amx_bf16'}),
       'memory_gib': None if mem_gib is None else round(mem_gib, 1),
       'platform': platform.platform(), 'python': platform.python_version(),
       'tensorflow': tf.__version__, 'numpy': np.__version__,
@@ -162,12 +198,14 @@ def peak_rss_gib() -> float:
 
 
 def net_config(name: str, lrn_impl: Optional[str] = None, batch_size: Optional[int] = None,
-               num_classes: Optional[int] = None) -> Config:
+               num_classes: Optional[int] = None, precision: Optional[str] = None) -> Config:
   """The product's config `name` ('imagenet' or 'cifar10') with benchmark overrides."""
   config = config_lib.get_config(name)
   model = config.model
   if lrn_impl:
     model = dataclasses.replace(model, lrn_impl=lrn_impl)
+  if precision:
+    model = dataclasses.replace(model, precision=precision)
   if num_classes:
     model = dataclasses.replace(model, num_classes=num_classes)
   train = config.train
@@ -396,7 +434,7 @@ def time_bare_steps(config: Config, batch_size: int, warmup: int, steps: int,
   return {'images_per_sec': steps * batch_size / total,
           'step_seconds_median': statistics.median(times), 'steps': steps,
           'warmup_steps': warmup, 'batch_size': batch_size, 'setup_seconds': setup,
-          'lrn_impl': config.model.lrn_impl}
+          'lrn_impl': config.model.lrn_impl, 'precision': config.model.precision}
 
 
 def make_checkpoint(config: Config, data_dir: str, model_dir: str, batch_size: int = 2):

@@ -78,6 +78,11 @@ def test_bench_serving_smoke(work_dir, tmp_path):
   assert positive(net['latency_ratio_jpeg_vs_bare'])
   # The three paths compute the same logits from the same weights.
   assert net['max_logit_difference']['float_signature_vs_bare'] < 1e-3
+  # bf16 is measured where the machine has it, else reported as not measurable.
+  assert {*results['precisions_measured'], *results['precisions_not_measurable']} == {
+      'fp32', 'bf16'}
+  assert set(net['precision_probability_difference']) == set(
+      results['precisions_measured']) - {'fp32'}
   assert net['max_logit_difference']['jpeg_vs_float_signature'] < 1e-3
 
 
@@ -126,3 +131,22 @@ def test_imagenet_sized_photo_dataset(tmp_path):
   assert described['num_classes'] == 4
   assert sum(described['counts'].values()) == 12
   assert os.path.isfile(os.path.join(data_dir, 'mean_image.npy'))
+
+
+def test_bench_train_smoke_compares_precisions(work_dir, tmp_path, monkeypatch):
+  """bf16 where the machine lacks it: not measurable; with --allow-emulated measured in the
+  same rounds as fp32, with its ratios over fp32 (figures flagged as emulated)."""
+  from alexnet_tf import precision  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(precision, 'detect', lambda devices: precision.Hardware(frozenset({'avx2'})))
+  results = run_smoke(bench_train, work_dir, tmp_path, '--lrn-impls', 'fused',
+                      '--precisions', 'fp32,bf16', '--allow-emulated')
+  assert results['precisions_measured'] == ['fp32', 'bf16']
+  assert list(results['precisions_emulated']) == ['bf16']
+  net = results['nets']['cifar10']
+  bf16 = net['precisions']['bf16']
+  assert bf16['bare']['fused']['precision'] == 'bf16' and bf16['product']['precision'] == 'bf16'
+  assert net['precisions']['fp32']['bare'] == net['bare']  # the baseline's old keys
+  assert positive(bf16['speedup_over_baseline']['product loop'])
+  assert positive(bf16['loop_over_bare'])
+  with pytest.raises(SystemExit, match='none of --precisions bf16'):
+    bench_train.main(['--smoke', '--nets', 'cifar10', '--precisions', 'bf16'])

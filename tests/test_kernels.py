@@ -60,6 +60,86 @@ def test_fused_takes_any_rank_and_empty_batches():
     np.testing.assert_allclose(dx, true_dx, rtol=1e-5, atol=1e-5)
 
 
+def bf16(values: np.ndarray) -> np.ndarray:
+  """float32 `values` rounded to the nearest bfloat16 (as float32)."""
+  return tf.cast(tf.cast(values, tf.bfloat16), tf.float32).numpy()
+
+
+def lrn_in_dtype(impl, inputs, upstream, config: LRNConfig, dtype):
+  """(y, dx) of the LRN `impl` on `inputs` fed in `dtype` (as float32 arrays), the dtype of
+  both, and {op type: its T attr} of the graph's LRN ops."""
+  with tf.Graph().as_default() as graph:
+    x = tf.constant(inputs, dtype)
+    y = layers.local_response_norm(x, config, impl)
+    dx = tf.gradients(y, x, grad_ys=tf.constant(upstream, dtype))[0]
+    lrn_ops = {op.type: op.get_attr('T') for op in graph.get_operations()
+               if op.type in ('AlexnetLrn', 'AlexnetLrnGrad', 'LRN', 'LRNGrad')}
+    with tf1.Session() as sess:
+      values = sess.run([tf.cast(y, tf.float32), tf.cast(dx, tf.float32)])
+  return values, (y.dtype, dx.dtype), lrn_ops
+
+
+BF16_CONFIGS = [cfg.PAPER_LRN, cfg.CAFFE_LRN, LRNConfig(depth_radius=3, bias=2.0, alpha=1e-3,
+                                                        beta=0.6)]
+
+
+@pytest.mark.parametrize('impl', cfg.LRN_IMPLS)
+@pytest.mark.parametrize('config', BF16_CONFIGS, ids=['paper', 'caffe', 'generic'])
+def test_bf16_lrn_matches_float64_within_bf16_tolerance(impl, config):
+  """Every implementation in a bf16 graph: bf16 in and out, values and gradient within 1e-2
+  (relative, or of the largest entry where the gradient's two terms cancel) of the float64
+  formula on the same bf16 inputs. Only TF's op runs in float32 (between casts)."""
+  rng = np.random.default_rng(7)
+  inputs = bf16(post_relu(rng, (2, 5, 5, 48), scale=60.0))
+  upstream = bf16(rng.normal(size=inputs.shape).astype(np.float32))
+  (y, dx), dtypes, lrn_ops = lrn_in_dtype(impl, inputs, upstream, config, tf.bfloat16)
+  true_y, true_dx = float64_lrn_and_gradient(inputs, upstream, config)
+  assert dtypes == (tf.bfloat16, tf.bfloat16)
+  expected_ops = {'fused': {'AlexnetLrn': tf.bfloat16, 'AlexnetLrnGrad': tf.bfloat16},
+                  'reference': {'LRN': tf.float32, 'LRNGrad': tf.float32}}
+  assert lrn_ops == expected_ops.get(impl, {})
+  np.testing.assert_allclose(y, true_y, rtol=1e-2, atol=1e-2 * np.abs(true_y).max())
+  np.testing.assert_allclose(dx, true_dx, rtol=1e-2, atol=1e-2 * np.abs(true_dx).max())
+
+
+def test_fused_bf16_computes_in_float32_and_rounds_once():
+  """The bf16 kernels widen their inputs, do the float32 kernels' arithmetic and round the
+  result once: on the same (bf16-representable) inputs, each bf16 op's output is the float32
+  op's output rounded to bf16, bit for bit."""
+  rng = np.random.default_rng(8)
+  library = kernels.load()
+  for config in BF16_CONFIGS:
+    attrs = dict(depth_radius=config.depth_radius, bias=config.bias, alpha=config.alpha,
+                 beta=config.beta)
+    x = bf16(post_relu(rng, (3, 7, 7, 128)))
+    g = bf16(rng.normal(size=x.shape).astype(np.float32))
+    y = bf16(fused_value_and_gradient(x, g, config)[0])
+    outputs = {}
+    for dtype in (tf.float32, tf.bfloat16):
+      with tf.Graph().as_default():
+        x_, g_, y_ = (tf.constant(v, dtype) for v in (x, g, y))
+        forward = library.alexnet_lrn(x_, **attrs)
+        backward = library.alexnet_lrn_grad(g_, x_, y_, **attrs)
+        with tf1.Session() as sess:
+          outputs[dtype] = sess.run([tf.cast(forward, tf.float32), tf.cast(backward, tf.float32)])
+    for low, high in zip(outputs[tf.bfloat16], outputs[tf.float32]):
+      np.testing.assert_array_equal(low, bf16(high))
+
+
+def test_fp16_lrns_compute_in_float32_between_casts():
+  """fp16 graphs: a square of an activation over 256 overflows fp16, so every LRN runs in
+  float32 between casts; the result is fp16 and finite where fp16 math would not be."""
+  inputs = np.full((1, 2, 2, 8), 300.0, np.float32)  # 300^2 = 90000 > fp16's 65504
+  upstream = np.ones_like(inputs)
+  for impl in ('fused', 'banded_grad'):
+    (y, dx), dtypes, lrn_ops = lrn_in_dtype(impl, inputs, upstream, cfg.PAPER_LRN, tf.float16)
+    assert dtypes == (tf.float16, tf.float16)
+    assert set(lrn_ops.values()) <= {tf.float32}
+    true_y, true_dx = float64_lrn_and_gradient(inputs, upstream, cfg.PAPER_LRN)
+    np.testing.assert_allclose(y, true_y, rtol=2e-3)
+    np.testing.assert_allclose(dx, true_dx, rtol=2e-3, atol=2e-3 * np.abs(true_dx).max())
+
+
 def test_fused_rejects_other_dtypes_and_scalars():
   with tf.Graph().as_default():
     with pytest.raises(ValueError, match='float32'):

@@ -137,14 +137,19 @@ def load_error():
   return None
 
 
+DTYPES = (tf.float32, tf.bfloat16)  # what the kernels read and write (they compute in float32)
+
+
 def lrn(inputs: tf.Tensor, depth_radius: int, bias: float, alpha: float, beta: float,
         name: str = 'lrn') -> tf.Tensor:
-  """Fused LRN across the last dimension: [..., C] float32 -> the same shape.
+  """Fused LRN across the last dimension: [..., C] float32 or bfloat16 -> the same shape
+  and dtype (bfloat16 is computed in float32 and rounded once, on the way out).
 
   The same function as `tf.nn.local_response_normalization` (alpha multiplies the plain
   window sum), with its gradient from the fused `AlexnetLrnGrad` kernel.
   """
-  if inputs.dtype != tf.float32:
-    raise ValueError(f'{name}: the fused LRN kernel takes float32, got {inputs.dtype.name}')
+  if inputs.dtype not in DTYPES:
+    raise ValueError(f'{name}: the fused LRN kernel takes float32 or bfloat16, got '
+                     f'{inputs.dtype.name}')
   return load().alexnet_lrn(inputs, depth_radius=depth_radius, bias=bias, alpha=alpha,
                             beta=beta, name=name)

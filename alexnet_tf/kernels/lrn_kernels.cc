@@ -11,9 +11,16 @@
 // from x instead of keeping it from the forward pass (a recompute is cheaper than a round
 // trip of [n, C] through memory).
 //
+// Both ops take float32 or bfloat16 (attr T). A bfloat16 row is widened to float32 in a
+// per-shard buffer, computed by the same float code and rounded back (to nearest even) when
+// stored: the window sums, powers and ratios are float32 whatever the storage type, so a
+// bf16 graph's LRN costs its memory traffic in bf16 and loses no precision beyond bf16's own
+// rounding of the inputs and the result. float32 rows are used in place, exactly as before.
+//
 // Built at first use by alexnet_tf/kernels/__init__.py with TF's own compile flags.
 
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "tensorflow/core/framework/op.h"
@@ -24,6 +31,7 @@
 namespace alexnet_tf {
 namespace {
 
+using ::tensorflow::bfloat16;
 using ::tensorflow::DEVICE_CPU;
 using ::tensorflow::OpKernel;
 using ::tensorflow::OpKernelConstruction;
@@ -138,6 +146,49 @@ class RowKernels {
   std::vector<float> squares_, ratios_, powers_;  // the padded rows, and d^-beta
 };
 
+// One shard's view of rows stored as T: float rows are used in place; bfloat16 rows are
+// widened into float buffers (`Load`) and results narrowed back (`Store`).
+template <typename T>
+class RowBuffers {
+ public:
+  RowBuffers(int channels, int count)
+      : channels_(channels),
+        buffers_(std::is_same<T, float>::value ? 0 : count * channels) {}
+
+  // The float row `slot` holding `row` (the row itself for float).
+  const float* Load(const T* row, int slot) {
+    if constexpr (std::is_same<T, float>::value) {
+      return row;
+    } else {
+      float* buffer = Slot(slot);
+      for (int c = 0; c < channels_; ++c) buffer[c] = static_cast<float>(row[c]);
+      return buffer;
+    }
+  }
+
+  // Where to write a result that `Store` then puts into `row` (the row itself for float).
+  float* Output(T* row, int slot) {
+    if constexpr (std::is_same<T, float>::value) {
+      return row;
+    } else {
+      return Slot(slot);
+    }
+  }
+
+  void Store(T* row, int slot) {
+    if constexpr (!std::is_same<T, float>::value) {
+      const float* buffer = Slot(slot);
+      for (int c = 0; c < channels_; ++c) row[c] = static_cast<T>(buffer[c]);
+    }
+  }
+
+ private:
+  float* Slot(int slot) { return buffers_.data() + slot * channels_; }
+
+  const int channels_;
+  std::vector<float> buffers_;
+};
+
 // Runs `work(kernels, begin, end)` over row ranges on the intra-op thread pool, with the
 // row kernels specialised for the paper's constants (radius 2, beta 0.75; Caffe's too).
 template <typename Work>
@@ -169,6 +220,7 @@ Status AllocateRows(OpKernelContext* context, const Tensor& input, Tensor** outp
   return context->allocate_output(0, input.shape(), output);
 }
 
+template <typename T>
 class LrnOp : public OpKernel {
  public:
   explicit LrnOp(OpKernelConstruction* context) : OpKernel(context), params_(context) {}
@@ -180,12 +232,15 @@ class LrnOp : public OpKernel {
     int channels;
     OP_REQUIRES_OK(context, AllocateRows(context, input, &output, &rows, &channels));
     if (rows == 0) return;
-    const float* x = input.flat<float>().data();
-    float* y = output->flat<float>().data();
+    const T* x = input.flat<T>().data();
+    T* y = output->flat<T>().data();
     ForRows(context, params_, rows, channels, kCyclesPerChannel * channels,
             [=](auto* kernels, int64_t begin, int64_t end) {
+              RowBuffers<T> io(channels, 2);
               for (int64_t r = begin; r < end; ++r) {
-                kernels->Forward(x + r * channels, y + r * channels);
+                T* out = y + r * channels;
+                kernels->Forward(io.Load(x + r * channels, 0), io.Output(out, 1));
+                io.Store(out, 1);
               }
             });
   }
@@ -194,6 +249,7 @@ class LrnOp : public OpKernel {
   const LrnParams params_;
 };
 
+template <typename T>
 class LrnGradOp : public OpKernel {
  public:
   explicit LrnGradOp(OpKernelConstruction* context) : OpKernel(context), params_(context) {}
@@ -213,15 +269,18 @@ class LrnGradOp : public OpKernel {
     int channels;
     OP_REQUIRES_OK(context, AllocateRows(context, input, &backprops, &rows, &channels));
     if (rows == 0) return;
-    const float* g = gradients.flat<float>().data();
-    const float* x = input.flat<float>().data();
-    const float* y = output.flat<float>().data();
-    float* dx = backprops->flat<float>().data();
+    const T* g = gradients.flat<T>().data();
+    const T* x = input.flat<T>().data();
+    const T* y = output.flat<T>().data();
+    T* dx = backprops->flat<T>().data();
     ForRows(context, params_, rows, channels, 2 * kCyclesPerChannel * channels,
             [=](auto* kernels, int64_t begin, int64_t end) {
+              RowBuffers<T> io(channels, 4);
               for (int64_t r = begin; r < end; ++r) {
                 const int64_t i = r * channels;
-                kernels->Backward(g + i, x + i, y + i, dx + i);
+                kernels->Backward(io.Load(g + i, 0), io.Load(x + i, 1), io.Load(y + i, 2),
+                                  io.Output(dx + i, 3));
+                io.Store(dx + i, 3);
               }
             });
   }
@@ -233,8 +292,9 @@ class LrnGradOp : public OpKernel {
 }  // namespace
 
 REGISTER_OP("AlexnetLrn")
-    .Input("input: float")
-    .Output("output: float")
+    .Input("input: T")
+    .Output("output: T")
+    .Attr("T: {float, bfloat16} = DT_FLOAT")
     .Attr("depth_radius: int = 2")
     .Attr("bias: float = 2.0")
     .Attr("alpha: float = 0.0001")
@@ -243,10 +303,11 @@ REGISTER_OP("AlexnetLrn")
     .Doc("Local response normalisation across the last dimension, fused in one pass.");
 
 REGISTER_OP("AlexnetLrnGrad")
-    .Input("gradients: float")
-    .Input("input: float")
-    .Input("output: float")
-    .Output("backprops: float")
+    .Input("gradients: T")
+    .Input("input: T")
+    .Input("output: T")
+    .Output("backprops: T")
+    .Attr("T: {float, bfloat16} = DT_FLOAT")
     .Attr("depth_radius: int = 2")
     .Attr("bias: float = 2.0")
     .Attr("alpha: float = 0.0001")
@@ -254,7 +315,13 @@ REGISTER_OP("AlexnetLrnGrad")
     .SetShapeFn(SameShapeAsInputs)
     .Doc("Gradient of AlexnetLrn with respect to its input.");
 
-REGISTER_KERNEL_BUILDER(Name("AlexnetLrn").Device(DEVICE_CPU), LrnOp);
-REGISTER_KERNEL_BUILDER(Name("AlexnetLrnGrad").Device(DEVICE_CPU), LrnGradOp);
+#define REGISTER_LRN_KERNELS(T)                                                        \
+  REGISTER_KERNEL_BUILDER(                                                             \
+      Name("AlexnetLrn").Device(DEVICE_CPU).TypeConstraint<T>("T"), LrnOp<T>);         \
+  REGISTER_KERNEL_BUILDER(                                                             \
+      Name("AlexnetLrnGrad").Device(DEVICE_CPU).TypeConstraint<T>("T"), LrnGradOp<T>);
+REGISTER_LRN_KERNELS(float);
+REGISTER_LRN_KERNELS(bfloat16);
+#undef REGISTER_LRN_KERNELS
 
 }  // namespace alexnet_tf
