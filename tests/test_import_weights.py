@@ -124,12 +124,20 @@ def test_the_reference_net_is_alive(caffe_net):
   assert np.abs(probabilities[0] - probabilities[1]).sum() > 0.1  # the images matter
 
 
+def _variables(path):
+  return mapping.to_variables(mapping.to_tf_layout(read_weights(str(path))),
+                              config_lib.get_config('caffe_alexnet').model)
+
+
+@pytest.fixture(scope='module')
+def v2_variables(weight_files):
+  return _variables(weight_files['v2.caffemodel'])
+
+
 @pytest.mark.parametrize('form', FORMATS[:1] + FORMATS[2:])
-def test_every_format_maps_to_the_same_variables(weight_files, form):
-  model = config_lib.get_config('caffe_alexnet').model
-  expected = mapping.to_variables(mapping.to_tf_layout(read_weights(
-      str(weight_files['v2.caffemodel']))), model)
-  got = mapping.to_variables(mapping.to_tf_layout(read_weights(str(weight_files[form]))), model)
+def test_every_format_maps_to_the_same_variables(weight_files, v2_variables, form):
+  expected = v2_variables
+  got = _variables(weight_files[form])
   assert sorted(got) == sorted(expected)
   assert [name for name in got if not np.array_equal(got[name], expected[name])] == []
 
@@ -138,7 +146,8 @@ def test_the_run_directory_is_a_run_of_the_caffe_net(imported):
   run = rundir.load_run(str(imported))
   assert run.config == config_lib.get_config('caffe_alexnet')
   assert run.metadata.num_classes == 1000 and run.metadata.classes[281] == 'tabby, tabby cat'
-  np.testing.assert_array_equal(rundir.training_mean(str(imported)), [122.7, 116.7, 104.0])
+  np.testing.assert_array_equal(rundir.training_mean(str(imported)),
+                                np.float32([122.7, 116.7, 104.0]))
   checkpoint = rundir.resolve_checkpoint(str(imported))  # best/, what evaluate reads
   assert checkpoint == str(imported / 'best' / 'model.ckpt-0')
   assert rundir.resolve_checkpoint(str(imported), 'latest') == str(imported / 'model.ckpt-0')
@@ -308,3 +317,55 @@ def test_the_restricted_unpickler_loads_only_data():
   np.testing.assert_array_equal(loaded['a'][0], [0, 1, 2])
   with pytest.raises(pickle.UnpicklingError, match='builtins.eval'):
     RestrictedUnpickler(io.BytesIO(pickle.dumps(eval))).load()
+
+
+# --- the config switches the imported net needs --------------------------------------------
+
+@pytest.mark.parametrize('impl', config_lib.LRN_IMPLS)
+def test_the_lrn_across_towers_is_one_lrn_over_all_maps(impl):
+  """Each tower's LRN, with its neighbour's edge maps, equals Caffe's LRN over the full width
+  (caffe_reference.lrn); the per-tower default differs exactly at the towers' boundary."""
+  from alexnet_tf import lrn, model  # pylint: disable=import-outside-toplevel
+  base = dataclasses.replace(config_lib.CIFAR10_MODEL, lrn=config_lib.CAFFE_LRN,
+                             lrn_impl=lrn.resolve(impl, lrn.IN_PROCESS), tower_devices=('', ''))
+  # Pixels of std ~6000 put conv1's maps near 100, where Caffe's LRN divides by ~2.
+  images = np.random.default_rng(0).normal(0, 6000, [2, 32, 32, 3]).astype(np.float32)
+  got = {}
+  for across in (True, False):
+    with tf.Graph().as_default():
+      tf.compat.v1.set_random_seed(1)
+      _, ends = model.build_alexnet(tf.constant(images),
+                                    dataclasses.replace(base, lrn_across_towers=across), False)
+      with tf.compat.v1.Session() as session:
+        session.run(tf.compat.v1.global_variables_initializer())
+        got[across] = session.run({k: ends[k] for k in ('conv1', 'lrn1')})
+  conv1 = got[True]['conv1']
+  expected = caffe.lrn(conv1.transpose(0, 3, 1, 2).astype(np.float64)).transpose(0, 2, 3, 1)
+  np.testing.assert_allclose(got[True]['lrn1'], expected, rtol=2e-5, atol=1e-4)
+  alive = conv1 > 1.0
+  assert (expected[alive] / conv1[alive]).min() < 0.8  # the LRN does divide
+  per_tower = got[False]
+  np.testing.assert_array_equal(per_tower['conv1'], conv1)  # the same weights
+  differs = np.abs(per_tower['lrn1'] - expected).max(axis=(0, 1, 2)) > 1e-3
+  assert sorted(np.flatnonzero(differs)) == [22, 23, 24, 25]  # 2 maps each side of 24 | 24
+
+
+@pytest.mark.parametrize('build, problem', [
+    (lambda: config_lib.DataConfig(crop_size=227, mean_rgb=(1.0, 2.0, 3.0)), 'mean_rgb'),
+    (lambda: config_lib.DataConfig(crop_size=227, subtract_mean='rgb', mean_rgb=(1.0, 2.0)),
+     'mean_rgb'),
+    (lambda: dataclasses.replace(config_lib.CIFAR10_MODEL, lrn_across_towers=True,
+                                 lrn=config_lib.LRNConfig(depth_radius=30)),
+     'needs at least depth_radius=30 maps per tower, got 24'),
+])
+def test_the_new_config_fields_are_validated(build, problem):
+  with pytest.raises(ValueError, match=problem):
+    build()
+
+
+def test_the_caffe_config_survives_run_json():
+  config = config_lib.get_config('caffe_alexnet')
+  assert config_lib.from_dict(json.loads(json.dumps(config_lib.to_dict(config)))) == config
+  assert config.data.mean_rgb == (122.7, 116.7, 104.0) and config.model.lrn_across_towers
+  paper = config_lib.get_config('imagenet')
+  assert not paper.model.lrn_across_towers and paper.data.mean_rgb is None
