@@ -168,15 +168,19 @@ def _int_field(field: int, value: int) -> bytes:
   return _key(field, 0) + _varint(value)
 
 
-def _blob(array: np.ndarray, legacy: bool) -> bytes:
+def _blob(array: np.ndarray, legacy: bool, packed: bool = True) -> bytes:
   """A BlobProto: legacy num/channels/height/width (1-4) or shape (7, BlobShape.dim 1
-  packed), and data (5, packed little-endian float)."""
+  packed), and data (5, packed little-endian float; or unpacked, one fixed32 record per
+  value, which protobuf readers must accept too)."""
   if legacy:
     dims = (1,) * (4 - array.ndim) + array.shape
     header = b''.join(_int_field(f, d) for f, d in zip((1, 2, 3, 4), dims))
   else:
     header = _bytes_field(7, _bytes_field(1, b''.join(_varint(d) for d in array.shape)))
-  return header + _bytes_field(5, np.asarray(array, '<f4').tobytes())
+  values = np.asarray(array, '<f4')
+  if not packed:
+    return header + b''.join(_key(5, 5) + v.tobytes() for v in values.ravel())
+  return header + _bytes_field(5, values.tobytes())
 
 
 # V1LayerParameter.LayerType numbers and V2 type strings of the layers written.
@@ -200,7 +204,7 @@ def _net_layers(weights: Weights) -> List[Tuple[str, str, List[np.ndarray]]]:
   return layers
 
 
-def caffemodel(weights: Weights, version: int) -> bytes:
+def caffemodel(weights: Weights, version: int, packed: bool = True) -> bytes:
   """A serialized NetParameter holding `weights` (Caffe layout): version 2 writes `layer`
   (field 100: LayerParameter name 1, type 2 string, bottom 3, top 4, blobs 7, plus a
   convolution_param 106 that readers must skip); version 1 writes `layers` (field 2:
@@ -210,12 +214,12 @@ def caffemodel(weights: Weights, version: int) -> bytes:
     encoded = name.encode()
     if version == 1:
       body = (_bytes_field(4, encoded) + _int_field(5, _V1_TYPES[kind]) +
-              b''.join(_bytes_field(6, _blob(b, legacy=True)) for b in blobs))
+              b''.join(_bytes_field(6, _blob(b, True, packed)) for b in blobs))
       out.append(_bytes_field(2, body))
     else:
       body = (_bytes_field(1, encoded) + _bytes_field(2, _V2_TYPES[kind].encode()) +
               _bytes_field(3, b'data') + _bytes_field(4, encoded) +
-              b''.join(_bytes_field(7, _blob(b, legacy=False)) for b in blobs))
+              b''.join(_bytes_field(7, _blob(b, False, packed)) for b in blobs))
       if kind == 'conv':
         body += _bytes_field(106, _int_field(1, len(blobs[0])))  # num_output
       out.append(_bytes_field(100, body))

@@ -142,6 +142,18 @@ def test_every_format_maps_to_the_same_variables(weight_files, v2_variables, for
   assert [name for name in got if not np.array_equal(got[name], expected[name])] == []
 
 
+@pytest.mark.parametrize('version', [1, 2])
+def test_unpacked_blobs_are_read_too(caffe_net, tmp_path, version):
+  """Caffe writes packed floats, which are read as one buffer; unpacked ones, also legal
+  protobuf, take the slow path and give the same arrays."""
+  weights, _ = caffe_net
+  path = tmp_path / 'unpacked.caffemodel'
+  path.write_bytes(caffe.caffemodel(_small(weights, ['conv1']), version, packed=False))
+  layers = read_weights(str(path)).layers
+  np.testing.assert_array_equal(layers['conv1'][0].reshape(96, 3, 11, 11), weights['conv1'][0])
+  np.testing.assert_array_equal(layers['conv1'][1].ravel(), weights['conv1'][1])
+
+
 def test_the_run_directory_is_a_run_of_the_caffe_net(imported):
   run = rundir.load_run(str(imported))
   assert run.config == config_lib.get_config('caffe_alexnet')

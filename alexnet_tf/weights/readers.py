@@ -22,7 +22,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from alexnet_tf.weights import caffe_proto
+from alexnet_tf.weights.caffe_proto import BlobProto, NetParameter
 
 TF_LAYOUT = 'tf'  # conv (h, w, c_in, c_out), fc (in, out), fc6 rows in (H, W, C) order
 CAFFE_LAYOUT = 'caffe'  # conv (c_out, c_in, h, w), fc (out, in), fc6 columns in (C, H, W) order
@@ -164,7 +164,7 @@ def _float_array(value, path: str, what: str) -> np.ndarray:
 
 def _read_caffemodel(path: str, data: bytes) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
   try:
-    net = caffe_proto.NetParameter.FromString(data)
+    net = NetParameter.FromString(data)
   except DecodeError as e:
     raise WeightsError(f'{path}: a truncated or corrupt .caffemodel: the protobuf does not '
                        f'parse ({e})') from None
@@ -209,7 +209,7 @@ def _blob_array(blob, path: str, what: str) -> np.ndarray:
   if raw:
     values = np.frombuffer(raw[:len(raw) - len(raw) % np.dtype(dtype).itemsize], dtype)
   else:  # unpacked values, if any, arrived as unknown fields (see caffe_proto)
-    full = caffe_proto.BlobProto.FromString(blob.SerializeToString())
+    full = BlobProto.FromString(blob.SerializeToString())
     values = np.fromiter(full.data or full.double_data, np.float64)
   if values.size != count or min(shape, default=0) < 0:
     raise WeightsError(f'{path}: {what} hold {values.size} values, their shape {list(shape)} '
