@@ -8,6 +8,7 @@ Caffe's net on real photographs is the reference the imported model must match t
 from the checkpoint (Estimator) and from the exported SavedModel fed PNG bytes.
 """
 
+import base64
 import dataclasses
 import io
 import json
@@ -28,7 +29,9 @@ from alexnet_tf import estimator as estimator_lib
 from alexnet_tf import evaluate, export, input_pipeline, predict, records, rundir
 from alexnet_tf.convert.example import image_example
 from alexnet_tf.weights import WeightsError, cli, mapping, read_weights
+from alexnet_tf.weights import importer, readers
 from alexnet_tf.weights.importer import ilsvrc2012_synsets
+from alexnet_tf.weights.readers import RestrictedUnpickler
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -209,7 +212,6 @@ def test_the_served_model_gives_caffes_probabilities_from_png_bytes(exported, im
                                                                     caffe_net, tmp_path):
   """In a fresh process, as TF Serving: a REST body of base64 PNGs into serving_default."""
   _, expected = caffe_net
-  import base64  # pylint: disable=import-outside-toplevel
   request = {'batches': [[{'b64': base64.b64encode(_png(image)).decode()} for image in images]]}
   (tmp_path / 'request.json').write_text(json.dumps(request))
   subprocess.run([sys.executable, os.path.join(HERE, 'serving_client.py'), exported,
@@ -261,6 +263,10 @@ def _bad_file(kind, caffe_net, directory):
     data = caffe.caffemodel(_small(weights, ['conv1', 'conv2']), 2)
     path.write_bytes(data[:len(data) * 2 // 3])
     return path, 'a truncated or corrupt .caffemodel'
+  if kind == 'truncated_npy':
+    data = caffe.npy_bytes(_small(caffe.caffe_tensorflow_layout(weights), ['conv1']), 'list')
+    path.write_bytes(data[:len(data) // 2])
+    return path, 'a broken or truncated pickle'
   if kind == 'missing_layer':
     path.write_bytes(caffe.caffemodel(_small(weights, ['conv1', 'conv2', 'conv4']), 1))
     return path, 'layer conv3 is missing (the file has conv1, conv2, conv4)'
@@ -272,13 +278,17 @@ def _bad_file(kind, caffe_net, directory):
   if kind == 'caffe_layout_npy':  # Caffe's arrays saved as a .npy without converting them
     path.write_bytes(caffe.npy_bytes(_small(weights, ['conv1']), 'dict'))
     return path, "conv1 weights have shape [96, 3, 11, 11]; bvlc_alexnet's are [11, 11, 3, 96]"
+  if kind == 'too_large':  # sparse: takes no disk space, and is refused before it is read
+    path.touch()
+    os.truncate(path, readers.MAX_FILE_BYTES + 1)
+    return path, 'more than an AlexNet weights file holds'
   assert kind == 'unknown_format'
   path.write_bytes(_png(np.zeros((8, 8, 3), np.uint8)))
   return path, 'unknown format: a PNG image'
 
 
-BAD_FILES = ('runs_code', 'truncated', 'missing_layer', 'wrong_shape', 'caffe_layout_npy',
-             'unknown_format')
+BAD_FILES = ('runs_code', 'truncated', 'truncated_npy', 'missing_layer', 'wrong_shape',
+             'caffe_layout_npy', 'too_large', 'unknown_format')
 
 
 @pytest.mark.parametrize('kind', BAD_FILES)
@@ -316,6 +326,8 @@ def test_the_tool_refuses_a_pickle_that_runs_code_without_a_traceback(caffe_net,
 def test_an_existing_output_directory_is_refused(weight_files, tmp_path, caplog):
   (tmp_path / 'run').mkdir()
   (tmp_path / 'run' / 'keep.txt').write_text('mine')
+  with pytest.raises(FileExistsError, match='exists and is not empty'):
+    importer.import_weights(str(weight_files['dict.npy']), str(tmp_path / 'run'))
   assert cli.main(['--weights', str(weight_files['dict.npy']),
                    '--output-dir', str(tmp_path / 'run')]) == 1
   assert 'exists and is not empty' in caplog.text
@@ -323,7 +335,6 @@ def test_an_existing_output_directory_is_refused(weight_files, tmp_path, caplog)
 
 
 def test_the_restricted_unpickler_loads_only_data():
-  from alexnet_tf.weights.readers import RestrictedUnpickler  # pylint: disable=import-outside-toplevel
   data = pickle.dumps({'a': [np.arange(3, dtype=np.float32), (1, 'x')]}, protocol=2)
   loaded = RestrictedUnpickler(io.BytesIO(data)).load()
   np.testing.assert_array_equal(loaded['a'][0], [0, 1, 2])

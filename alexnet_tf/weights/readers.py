@@ -16,7 +16,9 @@ weights file from the internet should not. `read_weights` returns a `FileWeights
 import codecs
 import dataclasses
 import io
+import os
 import pickle
+import tokenize
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -28,6 +30,8 @@ TF_LAYOUT = 'tf'  # conv (h, w, c_in, c_out), fc (in, out), fc6 rows in (H, W, C
 CAFFE_LAYOUT = 'caffe'  # conv (c_out, c_in, h, w), fc (out, in), fc6 columns in (C, H, W) order
 
 _NPY_MAGIC = b'\x93NUMPY'
+# The whole file is read into memory: 4x bvlc_alexnet's 244 MB bounds what that can cost.
+MAX_FILE_BYTES = 1 << 30
 # The first byte of a NetParameter field a .caffemodel starts with: name (1), layers (2),
 # input (3), input_dim (4), force_backward (5), state (6), debug_info (7), input_shape (8),
 # or layer (100, two bytes: 0xa2 0x06).
@@ -50,12 +54,16 @@ class FileWeights:
   layers: Dict[str, Tuple[np.ndarray, np.ndarray]]
 
 
+class RefusedGlobalError(pickle.UnpicklingError):
+  """A pickle named a global that `RestrictedUnpickler` does not load."""
+
+
 class RestrictedUnpickler(pickle.Unpickler):
   """An Unpickler for data only: containers, strings, numbers and NumPy arrays.
 
   The globals a pickled ndarray needs are allowed (its reconstructor, ndarray, dtype, and
   `_codecs.encode`, which Python 3 protocol-2 pickles use for bytes); any other global, the
-  way a pickle runs code, raises UnpicklingError naming it.
+  way a pickle runs code, raises RefusedGlobalError (an UnpicklingError) naming it.
   """
   _ALLOWED = {
       ('numpy.core.multiarray', '_reconstruct'): np.ndarray(0).__reduce__()[0],
@@ -69,7 +77,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     try:
       return self._ALLOWED[(module, name)]
     except KeyError:
-      raise pickle.UnpicklingError(f'the pickle refers to {module}.{name}, which is neither a '
+      raise RefusedGlobalError(f'the pickle refers to {module}.{name}, which is neither a '
                                    f'container nor a NumPy array: refused, as a pickle can '
                                    f'run code') from None
 
@@ -78,10 +86,14 @@ def read_weights(path: str) -> FileWeights:
   """The layers of the weights file at `path`, whichever of the module docstring's forms.
 
   Raises:
-    WeightsError: naming the file: unreadable, of an unknown format, truncated, a pickle that
-      names code, or not a dict of layers.
+    WeightsError: naming the file: unreadable, too large, of an unknown format, truncated, a
+      pickle that names code, or not a dict of layers.
   """
   try:
+    size = os.path.getsize(path)
+    if size > MAX_FILE_BYTES:
+      raise WeightsError(f'{path}: {size} bytes, more than an AlexNet weights file holds '
+                         f'(bvlc_alexnet is ~240 MB); is it the right file?')
     with open(path, 'rb') as f:
       data = f.read()
   except OSError as e:
@@ -103,18 +115,15 @@ def read_weights(path: str) -> FileWeights:
 def _load_npy(path: str, data: bytes):
   """The object a caffe-tensorflow .npy holds (np.save of a dict: a 0-d object array)."""
   stream = io.BytesIO(data)
+  readers = {(1, 0): np.lib.format.read_array_header_1_0,
+             (2, 0): np.lib.format.read_array_header_2_0}
   try:
     version = np.lib.format.read_magic(stream)
-    if version == (1, 0):
-      shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
-    elif version == (2, 0):
-      shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
-    else:
-      raise WeightsError(f'{path}: .npy format version {version[0]}.{version[1]} is not one '
-                         f'caffe-tensorflow writes (1.0 or 2.0)')
-  except ValueError as e:
-    if isinstance(e, WeightsError):
-      raise
+    if version not in readers:
+      raise ValueError(f'format version {version[0]}.{version[1]}, not one caffe-tensorflow '
+                       f'writes (1.0 or 2.0)')
+    shape, _, dtype = readers[version](stream)
+  except (ValueError, SyntaxError, TypeError, KeyError, tokenize.TokenError) as e:
     raise WeightsError(f'{path}: a broken .npy header: {e}') from None
   if not dtype.hasobject:
     raise WeightsError(f'{path}: a .npy of a {dtype} array of shape {shape}, not the dict of '
@@ -129,10 +138,10 @@ def _unpickle(path: str, data: bytes):
   try:
     # latin1: Python 2 pickles store NumPy's raw bytes as str, which latin1 maps byte for byte.
     return RestrictedUnpickler(io.BytesIO(data), encoding='latin1').load()
-  except pickle.UnpicklingError as e:
+  except RefusedGlobalError as e:
     raise WeightsError(f'{path}: {e}') from None
-  except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-          UnicodeDecodeError, OverflowError, MemoryError) as e:
+  except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+          KeyError, UnicodeDecodeError, OverflowError, MemoryError) as e:
     raise WeightsError(f'{path}: a broken or truncated pickle ({type(e).__name__}: {e})') from None
 
 
