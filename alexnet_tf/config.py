@@ -226,7 +226,8 @@ class DataConfig:
     _require(self.crop_size > 0, f'DataConfig.crop_size must be positive, got {self.crop_size}')
     _require(self.mean_rgb is None or (
         self.subtract_mean == 'rgb' and isinstance(self.mean_rgb, tuple) and
-        len(self.mean_rgb) == 3 and all(0 <= float(v) <= 255 for v in self.mean_rgb)),
+        len(self.mean_rgb) == 3 and
+        all(isinstance(v, (int, float)) and 0 <= v <= 255 for v in self.mean_rgb)),
              f'DataConfig.mean_rgb must be None or a tuple of 3 values on 0-255 with '
              f'subtract_mean="rgb", got {self.mean_rgb!r} with {self.subtract_mean!r}')
     _require(self.pad >= 0, f'DataConfig.pad must be >= 0, got {self.pad}')
