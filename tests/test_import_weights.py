@@ -172,6 +172,9 @@ def test_the_run_directory_is_a_run_of_the_caffe_net(imported):
   assert names['alexnet/tower1/conv2/weights'] == [5, 5, 48, 128]
   assert names['alexnet/classifier/fc8/weights'] == [4096, 1000]
   assert len(names) == 2 * (2 * 7 + 1)  # weights and biases: 7 layers in 2 towers, and fc8
+  umask = os.umask(0)
+  os.umask(umask)
+  assert os.stat(imported).st_mode & 0o777 == 0o777 & ~umask  # as any new directory
 
 
 def test_the_checkpoint_gives_caffes_probabilities(imported, photo_dataset, caffe_net):

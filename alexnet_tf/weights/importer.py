@@ -20,7 +20,6 @@ import importlib.resources
 import logging
 import os
 import shutil
-import tempfile
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -85,9 +84,10 @@ def write_run(weights: readers.FileWeights, variables: Dict[str, np.ndarray], ou
   log.info('%s (%s, %s layout): writing the run directory %s', weights.path, weights.format,
            weights.layout, output_dir)
   synsets = ilsvrc2012_synsets()
-  parent = os.path.dirname(output_dir)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=os.path.basename(output_dir) + '.tmp-', dir=parent)
+  # Not tempfile.mkdtemp: its mode 0700 would stay with the renamed directory.
+  tmp = f'{output_dir}.tmp-{os.getpid()}'
+  shutil.rmtree(tmp, ignore_errors=True)  # left by a killed import of this pid
+  os.makedirs(tmp)
   try:
     _write_metadata(tmp, synsets, weights)
     # The run's dataset is the directory itself, under its final name.
