@@ -22,7 +22,11 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     packages=find_packages(include=['alexnet_tf', 'alexnet_tf.*']),
-    package_data={'alexnet_tf.kernels': ['*.cc']},  # compiled at first use (kernels/__init__)
+    package_data={
+        'alexnet_tf.kernels': ['*.cc'],  # compiled at first use (kernels/__init__)
+        # The 1000 ILSVRC-2012 class names of imported Caffe weights (weights/importer.py).
+        'alexnet_tf': ['data/*.txt'],
+    },
     python_requires='>=3.9,<3.12',
     install_requires=[
         'tensorflow>=2.15,<2.16',
@@ -48,6 +52,7 @@ setup(
             'alexnet-evaluate=alexnet_tf.evaluate:main',
             'alexnet-export=alexnet_tf.export:main',
             'alexnet-predict=alexnet_tf.predict:main',
+            'alexnet-import-weights=alexnet_tf.weights.cli:main',
         ],
     },
     classifiers=[

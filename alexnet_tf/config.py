@@ -114,6 +114,9 @@ class ModelConfig:
   dropout_rate: float = 0.5  # paper 4.2: dropout 0.5 on fc6 and fc7
   lrn: LRNConfig = PAPER_LRN  # paper 3.3 constants
   lrn_impl: str = 'fused'  # the fastest exact LRN (C++ kernel; 'reference' = TF's op)
+  # Paper 3.3 as its two GPUs computed it: each tower normalises its own maps. True: one LRN
+  # across all maps of the layer, as Caffe's bvlc_alexnet does (imported weights need it).
+  lrn_across_towers: bool = False
   pool_size: int = 3  # paper 3.4: overlapping pooling, z = 3
   pool_stride: int = 2  # paper 3.4: s = 2
   pool_padding: str = 'VALID'  # the ImageNet sizes divide exactly (55 -> 27 -> 13 -> 6)
@@ -151,6 +154,12 @@ class ModelConfig:
              f'{self.num_classes}')
     _require(self.weight_stddev > 0, f'weight_stddev must be positive, got {self.weight_stddev}')
     _require(0 <= self.dropout_rate < 1, f'dropout_rate must be in [0, 1), got {self.dropout_rate}')
+    if self.lrn_across_towers and self.num_towers > 1:
+      for layer in self.conv_layers:
+        # A tower's window borrows depth_radius maps from each neighbour, which must have them.
+        _require(not layer.lrn or layer.filters // self.num_towers >= self.lrn.depth_radius,
+                 f'{layer.name}: an LRN across towers needs at least depth_radius='
+                 f'{self.lrn.depth_radius} maps per tower, got {layer.filters // self.num_towers}')
     _require(self.pool_size >= 1 and self.pool_stride >= 1 and self.pool_padding in PADDINGS,
              f'pooling needs size and stride >= 1 and VALID or SAME padding, got '
              f'{self.pool_size}, {self.pool_stride}, {self.pool_padding!r}')
@@ -216,6 +225,9 @@ class DataConfig:
   random_flip: bool = True  # paper 4.1: horizontal reflections
   pca_lighting_std: float = 0.1  # paper 4.1: alpha_i ~ N(0, 0.1); 0 disables
   subtract_mean: str = 'pixel'  # 'pixel': the per-pixel mean image (paper 2); 'rgb'; 'none'
+  # None: the dataset's own mean (paper 2). A fixed (R, G, B) on 0-255, with subtract_mean
+  # 'rgb': the mean pretrained weights were trained with, whatever data they now see.
+  mean_rgb: Optional[Tuple[float, float, float]] = None
   shuffle_buffer: int = 10000  # examples; large enough to mix shards of different classes
   cycle_length: int = 4  # shards read in parallel
   cache_decoded: bool = False  # keep decoded images in memory (small datasets only)
@@ -225,6 +237,12 @@ class DataConfig:
       raise ValueError(f'DataConfig.subtract_mean must be one of {SUBTRACT_MEAN_MODES}, got '
                        f'{self.subtract_mean!r}')
     _require(self.crop_size > 0, f'DataConfig.crop_size must be positive, got {self.crop_size}')
+    _require(self.mean_rgb is None or (
+        self.subtract_mean == 'rgb' and isinstance(self.mean_rgb, tuple) and
+        len(self.mean_rgb) == 3 and
+        all(isinstance(v, (int, float)) and 0 <= v <= 255 for v in self.mean_rgb)),
+             f'DataConfig.mean_rgb must be None or a tuple of 3 values on 0-255 with '
+             f'subtract_mean="rgb", got {self.mean_rgb!r} with {self.subtract_mean!r}')
     _require(self.pad >= 0, f'DataConfig.pad must be >= 0, got {self.pad}')
     _require(self.pca_lighting_std >= 0,
              f'DataConfig.pca_lighting_std must be >= 0, got {self.pca_lighting_std}')
@@ -323,8 +341,20 @@ class Config:
 
 
 
+# Caffe's bvlc_alexnet (tools/import_weights.py): the paper's table with what its weights were
+# trained with. Caffe's LRN (alpha / n, k = 1) over the full width of conv1 and conv2; the
+# (B, G, R) = (104.0, 116.7, 122.7) mean of its reference models, here in RGB order (the
+# importer turns conv1's BGR kernels to RGB, so the net reads RGB as every run does); the
+# 227 crops of 256 images are the paper's.
+CAFFE_MEAN_RGB = (122.7, 116.7, 104.0)
+CAFFE_ALEXNET_MODEL = dataclasses.replace(IMAGENET_MODEL, name='caffe_alexnet', lrn=CAFFE_LRN,
+                                          lrn_across_towers=True)
+CAFFE_ALEXNET_DATA = dataclasses.replace(IMAGENET_DATA, subtract_mean='rgb',
+                                         mean_rgb=CAFFE_MEAN_RGB)
+
 CONFIGS = {
     'imagenet': Config(IMAGENET_MODEL, IMAGENET_DATA, TrainConfig()),
+    'caffe_alexnet': Config(CAFFE_ALEXNET_MODEL, CAFFE_ALEXNET_DATA, TrainConfig()),
     # Sized to ~30 minutes on a 2-core CPU (~2 min per epoch): at 0.01 the validation error
     # still falls ~1 point per epoch at epoch 12, so the plateau rule would not decay within
     # the budget; two fixed /10 steps give the decays' gain (+6 points at the first) in time.
@@ -355,8 +385,11 @@ def from_dict(raw: dict) -> Config:
   model['dense_layers'] = tuple(DenseLayer(**layer) for layer in model['dense_layers'])
   model['lrn'] = LRNConfig(**model['lrn'])
   model['tower_devices'] = tuple(model['tower_devices'])
+  data = dict(raw['data'])
+  if data.get('mean_rgb') is not None:
+    data['mean_rgb'] = tuple(data['mean_rgb'])
   train = dict(raw['train'])
   train['step_boundaries_epochs'] = tuple(train['step_boundaries_epochs'])
   train['trainable'] = tuple(train.get('trainable', ()))  # absent in runs before fine-tuning
-  return Config(model=ModelConfig(**model), data=DataConfig(**raw['data']),
+  return Config(model=ModelConfig(**model), data=DataConfig(**data),
                 train=TrainConfig(**train))

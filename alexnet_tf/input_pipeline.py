@@ -69,10 +69,13 @@ class Source:
 def dataset_mean(data_dir: str, data_config: DataConfig,
                  metadata: records.DatasetMetadata) -> Optional[np.ndarray]:
   """The mean of `data_dir` that DataConfig.subtract_mean names: None ('none'), [3] ('rgb',
-  ColorStats.mean_rgb) or [H, W, 3] ('pixel', mean_image.npy); ValueError if it has none."""
+  ColorStats.mean_rgb, or the config's fixed mean_rgb) or [H, W, 3] ('pixel',
+  mean_image.npy); ValueError if it has none."""
   mode = data_config.subtract_mean
   if mode == 'none':
     return None
+  if data_config.mean_rgb is not None:  # pretrained weights keep the mean they learned with
+    return np.asarray(data_config.mean_rgb, np.float32)
   if mode == 'rgb':
     if metadata.color_stats is None:
       raise ValueError(f'{data_dir}: subtract_mean="rgb" needs the colour statistics in '

@@ -31,7 +31,9 @@ compute dtype on entry and the logits back to float32 on exit, so every endpoint
 logits has the compute dtype and the logits are always float32.
 
 Flattening is NHWC: the 9216 inputs of fc6 are ordered (row, column, channel), with tower 0's
-channels first. Weights converted from channel-first frameworks (Caffe) must be permuted.
+channels first. Weights converted from channel-first frameworks (Caffe) must be permuted
+(`alexnet_tf.weights`). With `lrn_across_towers` the LRN normalises across all maps of the
+layer (Caffe), each tower reading its neighbours' `depth_radius` edge maps.
 """
 
 import contextlib
@@ -141,6 +143,8 @@ def _build_conv_towers(images, config, tower, endpoints) -> List[tf.Tensor]:
   towers = [images]  # conv1 reads FULL, so every tower sees the whole image
   for spec in config.conv_layers:
     stages = {'conv': [], 'lrn': [], 'pool': []}
+    # Caffe's LRN over the full width needs every tower's maps before any tower normalises.
+    across = spec.lrn and config.lrn_across_towers and config.num_towers > 1
     outputs = []
     for t in range(config.num_towers):
       with tower(t):
@@ -149,16 +153,14 @@ def _build_conv_towers(images, config, tower, endpoints) -> List[tf.Tensor]:
             x, spec.filters // config.num_towers, spec.kernel, spec.stride, spec.padding,
             spec.bias_init, _stddev(spec.init_stddev, config), scope=spec.name))
         stages['conv'].append(x)
-        if spec.lrn:
-          # The paper's order: ReLU, then LRN, then pooling (CaffeNet swaps the last two).
-          x = layers.local_response_norm(x, config.lrn, config.lrn_impl,
-                                         name=f'{spec.name}_lrn')
-          stages['lrn'].append(x)
-        if spec.pool:
-          x = layers.max_pool(x, config.pool_size, config.pool_stride, config.pool_padding,
-                              name=f'{spec.name}_pool')
-          stages['pool'].append(x)
-      outputs.append(x)
+        if not across:
+          outputs.append(_normalize_and_pool(x, spec, config, stages))
+    if across:
+      edges = _lrn_edges(stages['conv'], config.lrn.depth_radius, tower)
+      for t in range(config.num_towers):
+        with tower(t):
+          outputs.append(_normalize_and_pool(stages['conv'][t], spec, config, stages,
+                                             edges[t]))
     suffix = spec.name[len('conv'):] if spec.name.startswith('conv') else f'_{spec.name}'
     _add_endpoint(endpoints, spec.name, stages['conv'])
     if spec.lrn:
@@ -167,6 +169,43 @@ def _build_conv_towers(images, config, tower, endpoints) -> List[tf.Tensor]:
       _add_endpoint(endpoints, f'pool{suffix}', stages['pool'])
     towers = outputs
   return towers
+
+
+def _normalize_and_pool(x, spec, config, stages, edges=None):
+  """One tower's LRN and pooling after the ReLU, in the paper's order (CaffeNet swaps them).
+
+  `edges`: (the maps just before this tower's, the maps just after it), each [b, h, w, r]
+  or None at the ends: the LRN then normalises across towers, as one LRN over the
+  concatenated maps would (each window reaches depth_radius maps on each side).
+  """
+  if spec.lrn:
+    name = f'{spec.name}_lrn'
+    if edges is None:
+      x = layers.local_response_norm(x, config.lrn, config.lrn_impl, name=name)
+    else:
+      before, after = edges
+      wide = tf.concat([e for e in (before, x, after) if e is not None], axis=-1)
+      start = 0 if before is None else before.shape[-1]
+      x = layers.local_response_norm(wide, config.lrn, config.lrn_impl,
+                                     name=name)[..., start:start + x.shape[-1]]
+    stages['lrn'].append(x)
+  if spec.pool:
+    x = layers.max_pool(x, config.pool_size, config.pool_stride, config.pool_padding,
+                        name=f'{spec.name}_pool')
+    stages['pool'].append(x)
+  return x
+
+
+def _lrn_edges(maps, radius, tower):
+  """For each tower, its neighbours' `radius` maps next to its own ([b, h, w, r] or None),
+  sliced on the neighbour's device so that only those maps cross devices."""
+  first, last = [], []
+  for t, x in enumerate(maps):
+    with tower(t):
+      first.append(x[..., :radius] if radius else None)
+      last.append(x[..., x.shape[-1] - radius:] if radius else None)
+  return [(last[t - 1] if t > 0 else None, first[t + 1] if t + 1 < len(maps) else None)
+          for t in range(len(maps))]
 
 
 def _build_dense_towers(towers, config, tower, training, endpoints) -> List[tf.Tensor]:
