@@ -184,14 +184,14 @@ def main(argv=None) -> int:
   parser.add_argument('--max-pixels', type=_positive_int, default=decoding.MAX_SERVING_PIXELS,
                       help='the largest image (height x width) the model decodes; larger '
                       'requests are refused from their header (default: %(default)s)')
+  parser.add_argument('--verbose', action='store_true', help='the traceback of an error too')
   args = parser.parse_args(argv)
   cli_logging.setup()
   try:
     path = export_run(args.model_dir, args.export_dir, args.checkpoint, args.data_dir,
                       args.max_pixels)
-  except (FileNotFoundError, ValueError) as e:
-    log.error('%s', e)
-    return 1
+  except (OSError, ValueError) as e:
+    return cli_logging.fail(log, e, args.verbose)
   print(path)
   return 0
 

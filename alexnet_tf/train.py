@@ -14,7 +14,9 @@ from typing import List, Optional, Tuple
 
 from alexnet_tf import cli_logging  # first: quiets TensorFlow's C++ logs before it loads
 
-from alexnet_tf import records, rundir, run_loop
+import tensorflow as tf
+
+from alexnet_tf import input_pipeline, records, rundir, run_loop
 from alexnet_tf import config as cfg
 from alexnet_tf.convert import cifar10
 from alexnet_tf.hooks import NonFiniteLossError
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                  '"/cpu:0,/cpu:1"; one device builds the single-tower (unsplit) net')
   p.add_argument('--lrn-impl', choices=cfg.LRN_IMPLS)
   p.add_argument('--seed', type=int, help='graph and data seed for a reproducible run')
+  p.add_argument('--verbose', action='store_true', help='the traceback of an error too')
   return p
 
 
@@ -124,9 +127,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     metrics = run_loop.train_and_evaluate(config, paths.data_dir, paths.model_dir,
                                           paths.export_dir)
   except (NonFiniteLossError, rundir.RunDirLockedError, run_loop.StalledRunError,
-          FileNotFoundError, ValueError) as e:
-    log.error('%s', e)
-    return 1
+          OSError, ValueError) as e:
+    return cli_logging.fail(log, e, args.verbose)
+  except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+    return cli_logging.fail(log, ValueError(input_pipeline.describe_data_error(e, paths.data_dir)),
+                            args.verbose)
   if metrics:
     log.info('final validation: top-1 %.4f, top-5 %.4f', metrics['top1_accuracy'],
              metrics['top5_accuracy'])

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 from typing import List, Optional
 
 from tqdm.contrib import logging as tqdm_logging
@@ -196,7 +197,7 @@ def main(argv: Optional[List[str]] = None) -> int:
       metadata = convert(args)
   except (ConversionError, OSError) as error:  # OSError: e.g. the disk filled up
     if args.verbose:
-      log.exception('the traceback of the error below')
+      traceback.print_exc()
     print(f'error: {cli_logging.one_line(error)}', file=sys.stderr)
     return 1
   except KeyboardInterrupt:
