@@ -6,10 +6,12 @@ special files and file names, class names, the output directory and its lock. Tr
 damaged shards and a dataset.json that does not match its shards.
 """
 
+import dataclasses
 import io
 import os
 import pathlib
 import pickle
+import shutil
 import struct
 import tarfile
 import zlib
@@ -318,3 +320,67 @@ def test_verbose_adds_the_traceback(tmp_path, capsys):
                    str(tmp_path / 'file'), '--verbose', '--no-progress']) == 1
   err = capsys.readouterr().err
   assert 'Traceback (most recent call last)' in err and err.endswith('it is a file\n')
+
+
+# --- 16: damaged shards and a dataset.json that does not match them (train, evaluate) ------
+
+def _train_args(data_dir, model_dir, *extra):
+  return ['--dataset', 'cifar10', '--data-dir', str(data_dir), '--model-dir', str(model_dir),
+          '--batch-size', '16', '--seed', '3', '--no-export', *extra]
+
+
+def _damage(data_dir, split, how):
+  """Flips a byte inside the first record of every shard of `split`, or cuts each in half."""
+  for shard in records.shard_files(str(data_dir), split):
+    data = bytearray(pathlib.Path(shard).read_bytes())
+    if how == 'flipped':
+      data[100] ^= 0xFF
+    else:
+      del data[len(data) // 2:]
+    pathlib.Path(shard).write_bytes(bytes(data))
+  return records.shard_files(str(data_dir), split)[0]
+
+
+@pytest.fixture(scope='module')
+def short_run(cifar10_subset_records, tmp_path_factory):
+  from alexnet_tf import train  # pylint: disable=import-outside-toplevel
+  model_dir = tmp_path_factory.mktemp('short_run') / 'model'
+  assert train.main(_train_args(cifar10_subset_records, model_dir, '--max-steps', '2')) == 0
+  return model_dir
+
+
+def test_training_on_a_damaged_shard_names_the_shard(cifar10_subset_records, tmp_path, caplog):
+  from alexnet_tf import train  # pylint: disable=import-outside-toplevel
+  data = tmp_path / 'data'
+  shutil.copytree(cifar10_subset_records, data)
+  shard = _damage(data, records.TRAIN, 'flipped')
+  assert train.main(_train_args(data, tmp_path / 'run', '--max-steps', '2')) == 1
+  errors = [r.getMessage() for r in caplog.records if r.levelname == 'ERROR']
+  assert errors[-1].startswith(f'{shard}: corrupted record at ') and '\n' not in errors[-1]
+  assert 'Traceback' not in caplog.text
+
+
+def test_evaluating_a_damaged_shard_names_the_shard(short_run, cifar10_subset_records, tmp_path,
+                                                    caplog):
+  from alexnet_tf import evaluate  # pylint: disable=import-outside-toplevel
+  data = tmp_path / 'data'
+  shutil.copytree(cifar10_subset_records, data)
+  shard = _damage(data, records.VALIDATION, 'truncated')
+  assert evaluate.main(['--model-dir', str(short_run), '--data-dir', str(data), '--output',
+                        str(tmp_path / 'eval.json')]) == 1
+  errors = [r.getMessage() for r in caplog.records if r.levelname == 'ERROR']
+  assert errors[-1].startswith(f'{shard}: truncated record at ')
+
+
+def test_a_dataset_json_with_fewer_classes_than_the_labels_is_one_line(
+    cifar10_subset_records, tmp_path, caplog):
+  from alexnet_tf import train  # pylint: disable=import-outside-toplevel
+  data = tmp_path / 'data'
+  shutil.copytree(cifar10_subset_records, data)
+  metadata = records.read_metadata(str(data))
+  records.write_metadata(str(data), dataclasses.replace(metadata, classes=metadata.classes[:5]))
+  assert train.main(_train_args(data, tmp_path / 'run', '--max-steps', '2')) == 1
+  errors = [r.getMessage() for r in caplog.records if r.levelname == 'ERROR']
+  assert errors[-1].startswith(f'{data}: a record has label ')
+  assert errors[-1].endswith(f'{data / records.METADATA_FILE} lists 5 classes: it does not '
+                             f'describe these shards; re-convert the dataset')
