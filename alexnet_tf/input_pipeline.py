@@ -255,7 +255,7 @@ class TrainingPipeline:
 
 def _decode(serialized, stored_size):
   encoded, label = parse_example(serialized)
-  image = decoding.decode_image(encoded)
+  image = decoding.decode_stored(encoded)
   if stored_size is not None:
     image.set_shape([*stored_size, 3])
   return image, label

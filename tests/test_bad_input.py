@@ -156,6 +156,20 @@ def test_the_pixel_limit_is_an_option_and_the_serving_limit(photo, tmp_path, cap
       'cat/photo.png': 'too large: 100x80 is 8000 pixels, over the limit of 7999 (--max-pixels)'}
 
 
+def test_training_and_evaluation_decode_stored_images_up_to_a_limit(photo, capsys):
+  assert images.MAX_PIXELS == decoding.MAX_STORED_PIXELS  # what converts, trains
+  png = bytearray(_save(photo, 'PNG'))
+  png[16:24] = (20000).to_bytes(4, 'big') * 2  # a header claiming 400 M pixels
+  with pytest.raises(tf.errors.InvalidArgumentError, match='the limit of stored images'):
+    decoding.decode_stored(tf.constant(bytes(png)))
+  with pytest.raises(tf.errors.InvalidArgumentError, match='the limit of stored images'):
+    decoding.decode_window(tf.constant(bytes(png)), tf.constant([0.5, 0.5]), 24)
+  with pytest.raises(SystemExit):
+    cli.main(['--dataset', 'folder', '--source', '.', '--output-dir', 'x', '--max-pixels',
+              str(images.MAX_PIXELS + 1)])
+  assert 'what training decodes' in capsys.readouterr().err
+
+
 # --- 8: CIFAR-10 archives -----------------------------------------------------------------
 
 def _cifar_archive(path: pathlib.Path, change=None, extra=None) -> pathlib.Path:

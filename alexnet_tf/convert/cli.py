@@ -62,6 +62,14 @@ def _fraction(text: str) -> float:
   return value
 
 
+def _max_pixels(text: str) -> int:
+  value = _positive_int(text)
+  if value > images.MAX_PIXELS:
+    raise argparse.ArgumentTypeError(f'at most {images.MAX_PIXELS} (what training decodes), '
+                                     f'got {value}')
+  return value
+
+
 def _md5(text: str) -> str:
   if not re.fullmatch(r'[0-9a-fA-F]{32}', text):
     raise argparse.ArgumentTypeError(f'expected 32 hex digits, got {text!r} (--no-md5-check '
@@ -95,10 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help='cifar10, folder: share of each training class held out for '
                            f'validation (default: {cifar10.DEFAULT_VALIDATION_FRACTION}; a '
                            'folder tree with a validation/ folder uses that instead)')
-  parser.add_argument('--max-pixels', type=_positive_int, metavar='N',
+  parser.add_argument('--max-pixels', type=_max_pixels, metavar='N',
                       help='imagenet, folder: images of more pixels (width x height, read from '
                            'the header) are skipped and listed, never decoded (default: '
-                           f'{images.DEFAULT_MAX_PIXELS}, the serving limit)')
+                           f'{images.DEFAULT_MAX_PIXELS}, the serving limit; at most '
+                           f'{images.MAX_PIXELS}, what training decodes)')
   parser.add_argument('--overwrite', action='store_true',
                       help='delete an earlier conversion in --output-dir instead of resuming it')
   parser.add_argument('--no-progress', dest='progress', action='store_false',

@@ -29,6 +29,8 @@ DEFAULT_JPEG_QUALITY = 95
 # maximum costs a worker ~75 MB (RGB) to ~200 MB (16-bit RGBA), where Pillow's own guard would
 # let through 179 M pixels (4-5 GB).
 DEFAULT_MAX_PIXELS = 25_000_000
+# The most training decodes (decoding.MAX_STORED_PIXELS), so the highest limit allowed here.
+MAX_PIXELS = 100_000_000
 # Pillow's names of the formats read (JPEG includes MPO, which Pillow identifies as a JPEG), and
 # the file name extensions the folder converter takes for images.
 ACCEPTED_FORMATS = ('JPEG', 'PNG', 'GIF', 'BMP', 'TIFF', 'WEBP', 'PPM')

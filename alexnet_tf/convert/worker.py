@@ -42,8 +42,9 @@ class EncodeOptions:
   max_pixels: int = images.DEFAULT_MAX_PIXELS  # larger images are skipped, never decoded
 
   def __post_init__(self):
-    if self.max_pixels < 1:
-      raise ConversionError(f'the pixel limit must be >= 1, got {self.max_pixels}')
+    if not 1 <= self.max_pixels <= images.MAX_PIXELS:
+      raise ConversionError(f'the pixel limit must be in 1..{images.MAX_PIXELS} (what '
+                            f'training decodes), got {self.max_pixels}')
     if self.resize < 0:
       raise ConversionError(f'resize must be >= 0 (0 keeps the size), got {self.resize}')
     if not 1 <= self.jpeg_quality <= 100:
