@@ -72,7 +72,7 @@ def decode_window(encoded: tf.Tensor, position, crop_size: int) -> Tuple[tf.Tens
                                crop_size), offset
 
   def from_other():
-    image = decode_image(encoded)
+    image = decode_stored(encoded)
     offset = offset_for(*image_ops.spatial_size(image))
     return image_ops.crop(image, offset, crop_size), offset
 
@@ -95,7 +95,7 @@ def decode_planned_window(encoded: tf.Tensor, offset, jpeg_window, jpeg_begin,
   """
   image = tf.cond(tf.io.is_jpeg(encoded),
                   lambda: _decode_jpeg_window(encoded, jpeg_window, jpeg_begin, crop_size),
-                  lambda: image_ops.crop(decode_image(encoded), offset, crop_size))
+                  lambda: image_ops.crop(decode_stored(encoded), offset, crop_size))
   image.set_shape([crop_size, crop_size, 3])
   return image
 
@@ -170,14 +170,28 @@ def header_size(encoded: tf.Tensor) -> tf.Tensor:
                  lambda: tf.cast(tf.io.extract_jpeg_shape(encoded)[:2], tf.int64), from_other)
 
 
-def decode_limited(encoded: tf.Tensor, max_pixels: int = MAX_SERVING_PIXELS) -> tf.Tensor:
+def decode_limited(encoded: tf.Tensor, max_pixels: int = MAX_SERVING_PIXELS,
+                   limit: str = 'the serving limit') -> tf.Tensor:
   """A JPEG or PNG file -> uint8 [H, W, 3]; refused (InvalidArgumentError) from its header,
-  before anything is decoded, when it has more than `max_pixels` pixels."""
+  before anything is decoded, when it has more than `max_pixels` pixels (`limit` names them
+  in the message)."""
   fits = tf.debugging.assert_less_equal(
       tf.reduce_prod(header_size(encoded)), tf.constant(max_pixels, tf.int64),
-      message=f'the image has more than {max_pixels} pixels, the serving limit')
+      message=f'the image has more than {max_pixels} pixels, {limit}')
   with tf.control_dependencies([fits]):
     return decode_image(encoded)
+
+
+# Training and evaluation decode a stored image whole only up to this many pixels: the most
+# the converter stores (its --max-pixels can be raised from 25 M up to this), so a damaged or
+# foreign shard costs at most ~300 MB (RGB) per decode. JPEG training crops decode the window.
+MAX_STORED_PIXELS = 100_000_000
+
+
+def decode_stored(encoded: tf.Tensor) -> tf.Tensor:
+  """A stored JPEG or PNG (string []) -> uint8 RGB [H, W, 3], refused (InvalidArgumentError)
+  from its header over MAX_STORED_PIXELS."""
+  return decode_limited(encoded, MAX_STORED_PIXELS, 'the limit of stored images')
 
 
 def decode_for_serving(encoded: tf.Tensor, size: int,

@@ -149,6 +149,7 @@ def main(argv=None) -> int:
   parser.add_argument('--batch-size', type=int, default=100)
   parser.add_argument('--output', help='JSON results file (default: MODEL_DIR/eval_SPLIT.json '
                       'or SAVED_MODEL/../eval_SPLIT.json)')
+  parser.add_argument('--verbose', action='store_true', help='the traceback of an error too')
   args = parser.parse_args(argv)
   if args.saved_model and not args.data_dir:
     parser.error('--saved-model needs --data-dir')
@@ -163,9 +164,12 @@ def main(argv=None) -> int:
                                      args.batch_size)
       output = args.output or os.path.join(os.path.dirname(os.path.abspath(args.saved_model)),
                                            f'eval_{args.split}.json')
-  except (FileNotFoundError, ValueError) as e:
-    log.error('%s', e)
-    return 1
+  except (OSError, ValueError) as e:
+    return cli_logging.fail(log, e, args.verbose)
+  except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+    data_dir = args.data_dir or rundir.load_run(args.model_dir).data_dir
+    return cli_logging.fail(log, ValueError(input_pipeline.describe_data_error(e, data_dir)),
+                            args.verbose)
   results['split'] = args.split
   print(format_table(results))
   print(format_per_class(results[CENTRE]['per_class']))

@@ -197,14 +197,14 @@ def main(argv=None) -> int:
                       help='what the exported graph computes in: fp32 (the default: best '
                       'batch-1 latency, runs anywhere), or bf16/fp16 for throughput serving on '
                       'hardware with those matrix units')
+  parser.add_argument('--verbose', action='store_true', help='the traceback of an error too')
   args = parser.parse_args(argv)
   cli_logging.setup()
   try:
     path = export_run(args.model_dir, args.export_dir, args.checkpoint, args.data_dir,
                       args.max_pixels, args.precision)
-  except (FileNotFoundError, ValueError) as e:
-    log.error('%s', e)
-    return 1
+  except (OSError, ValueError) as e:
+    return cli_logging.fail(log, e, args.verbose)
   print(path)
   return 0
 

@@ -28,6 +28,8 @@ the pipeline must change the seed, or it replays the same batches.
 """
 
 import dataclasses
+import os
+import re
 import secrets
 from typing import Callable, Dict, Optional, Tuple, Union
 
@@ -294,7 +296,7 @@ class TrainingPipeline:
 
 def _decode(serialized, stored_size):
   encoded, label = parse_example(serialized)
-  image = decoding.decode_image(encoded)
+  image = decoding.decode_stored(encoded)
   if stored_size is not None:
     image.set_shape([*stored_size, 3])
   return image, label
@@ -335,3 +337,62 @@ def _finish_options(dataset: tf.data.Dataset) -> tf.data.Dataset:
   # op split its work over the intra-op threads as well measured ~10% slower.
   options.threading.max_intra_op_parallelism = 1
   return dataset.prefetch(AUTOTUNE).with_options(options)
+
+
+_RECORD_PROBLEM = re.compile(r'(corrupted|truncated) record at \d+')
+_LABEL_PROBLEM = re.compile(r'label value of (-?\d+) which is outside the valid range of '
+                            r'\[0, (\d+)\)')
+
+
+def describe_data_error(error: tf.errors.OpError, data_dir: str) -> str:
+  """One line for a DataLossError or InvalidArgumentError met reading `data_dir`'s shards.
+
+  A damaged record gets the shard that holds it, found by reading the shards again (TF's
+  message names no file; the time is spent only on this failure path); a label outside
+  dataset.json's classes says so; anything else gets the error's own message.
+  """
+  message = error.message
+  if isinstance(error, tf.errors.DataLossError):
+    damaged = find_damaged_shard(data_dir)
+    if damaged:
+      return damaged
+  label = _LABEL_PROBLEM.search(message)
+  if label:
+    return (f'{data_dir}: a record has label {label.group(1)}, but '
+            f'{os.path.join(data_dir, records.METADATA_FILE)} lists {label.group(2)} classes: '
+            f'it does not describe these shards; re-convert the dataset')
+  lines = [line.strip() for line in message.splitlines() if line.strip()]
+  noise = ('Graph execution error', 'Detected at node', 'Node:', '[[', 'File "', '<stack')
+  useful = [line for line in lines if not line.startswith(noise)] or lines or ['']
+  return f'{data_dir}: {type(error).__name__}: {useful[0]}'
+
+
+def find_damaged_shard(data_dir: str) -> Optional[str]:
+  """'<shard>: corrupted record at <offset>' for the first shard of `data_dir` that fails its
+  checksums or ends early, None if every shard reads."""
+  for split in records.SPLITS:
+    try:
+      files = records.shard_files(data_dir, split)
+    except FileNotFoundError:
+      continue
+    for path in files:
+      problem = _read_problem(path)
+      if problem:
+        return f'{path}: {problem} (a damaged shard: re-convert the dataset)'
+  return None
+
+
+def _read_problem(path: str) -> Optional[str]:
+  """What stops a TFRecord file from being read to its end, None if nothing does."""
+  with tf.Graph().as_default():  # whatever mode the caller is in
+    batches = tf.data.TFRecordDataset(path).batch(1024)
+    size = tf.size(tf.compat.v1.data.make_one_shot_iterator(batches).get_next())
+    with tf.compat.v1.Session() as session:
+      try:
+        while True:
+          session.run(size)
+      except tf.errors.OutOfRangeError:
+        return None
+      except tf.errors.DataLossError as error:
+        problem = _RECORD_PROBLEM.search(error.message)
+        return problem.group(0) if problem else 'unreadable'

@@ -58,19 +58,19 @@ def main(argv=None) -> int:
   parser.add_argument('--saved-model', required=True,
                       help='an export directory, or an export base holding numbered versions')
   parser.add_argument('images', nargs='+', help='JPEG/PNG files')
+  parser.add_argument('--verbose', action='store_true', help='the traceback of an error too')
   args = parser.parse_args(argv)
   cli_logging.setup()
   try:
     predictor = load_predictor(args.saved_model)
   except (OSError, ValueError) as e:
-    log.error('%s', e)
-    return 1
+    return cli_logging.fail(log, e, args.verbose)
   failed = 0
   for path in args.images:
     try:
       top = predict_file(predictor, path)
     except (OSError, ValueError) as e:  # report the bad file, go on with the others
-      log.error('%s', e)
+      cli_logging.fail(log, e, args.verbose)
       failed += 1
       continue
     print(path)

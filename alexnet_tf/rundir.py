@@ -13,20 +13,19 @@ Files are replaced by writing a temporary name and renaming it (best/ too, as a 
 a run killed at any point leaves each of them old or new, never half written.
 """
 
-import contextlib
 import dataclasses
-import fcntl
 import glob
 import json
 import logging
 import os
 import shutil
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import config as config_lib
+from alexnet_tf import dirlock
 from alexnet_tf import input_pipeline, records, schedule
 from alexnet_tf.config import Config
 
@@ -42,36 +41,21 @@ BEST_METRICS_FILE = 'metrics.json'  # in best/
 LOCK_FILE = '.lock'
 
 
-class RunDirLockedError(RuntimeError):
+class RunDirLockedError(dirlock.DirectoryLockedError):
   """Another process is training into the model directory."""
 
 
-@contextlib.contextmanager
-def lock(model_dir: str) -> Iterator[None]:
-  """Holds model_dir/.lock exclusively for the block, or fails at once.
+def lock(model_dir: str):
+  """Holds model_dir/.lock exclusively for the block (`with rundir.lock(d):`), or fails at once.
 
   Two training processes writing one directory would interleave checkpoints, history and
-  schedule state. The lock is an flock: the kernel drops it when its holder exits however
-  it exits, so the file a killed run leaves behind blocks nothing.
+  schedule state. A lock left by a killed run blocks nothing (`dirlock`).
 
   Raises:
     RunDirLockedError: another process holds it (the message names the directory).
   """
-  path = os.path.join(model_dir, LOCK_FILE)
-  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-  try:
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      holder = os.read(fd, 32).decode(errors='replace').strip()
-      raise RunDirLockedError(
-          f'{model_dir} is in use: another training process{f" (pid {holder})" if holder else ""}'
-          f' holds {path}; wait for it to finish or use another --model-dir') from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f'{os.getpid()}\n'.encode())  # for the message above; the flock is the lock
-    yield
-  finally:
-    os.close(fd)  # releases the flock
+  return dirlock.hold(model_dir, LOCK_FILE, 'another training process',
+                      'wait for it to finish or use another --model-dir', RunDirLockedError)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,10 @@ from typing import List, Optional, Tuple
 
 from alexnet_tf import cli_logging  # first: quiets TensorFlow's C++ logs before it loads
 
-from alexnet_tf import ablations, distribute, finetune, precision, records, rundir, run_loop
+import tensorflow as tf
+
+from alexnet_tf import ablations, distribute, finetune, input_pipeline, precision, records
+from alexnet_tf import rundir, run_loop
 from alexnet_tf import config as cfg
 from alexnet_tf.convert import cifar10
 from alexnet_tf.hooks import NonFiniteLossError
@@ -81,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--allow-emulated', action='store_true',
                  help='run a --precision this machine has no hardware for with TensorFlow\'s '
                  'generic kernels (correct but many times slower: for checking correctness)')
+  p.add_argument('--verbose', action='store_true', help='the traceback of an error too')
   return p
 
 
@@ -183,9 +187,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     metrics = distribute.train_and_evaluate(config, paths.data_dir, paths.model_dir,
                                             paths.export_dir, distribution)
   except (NonFiniteLossError, rundir.RunDirLockedError, run_loop.StalledRunError,
-          FileNotFoundError, ValueError) as e:
-    log.error('%s', e)
-    return 1
+          OSError, ValueError) as e:
+    return cli_logging.fail(log, e, args.verbose)
+  except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+    return cli_logging.fail(log, ValueError(input_pipeline.describe_data_error(e, paths.data_dir)),
+                            args.verbose)
   if metrics:
     log.info('final validation: top-1 %.4f, top-5 %.4f', metrics['top1_accuracy'],
              metrics['top5_accuracy'])

@@ -15,6 +15,7 @@ import os
 import pickle
 import tarfile
 import urllib.parse
+import zlib
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -35,6 +36,10 @@ META_FILE = 'batches.meta'
 IMAGE_SIZE = 32
 DEFAULT_VALIDATION_FRACTION = 0.1  # 45,000 training and 5,000 validation images
 DEFAULT_SHARDS = {records.TRAIN: 8, records.VALIDATION: 2, records.TEST: 2}
+# The official batches are 31.0 MB (10,000 images of 3,072 bytes, labels and file names),
+# batches.meta 158 bytes: a larger file is not CIFAR-10 and is never read into memory.
+MAX_FILE_BYTES = 32 << 20
+MAX_MEMBERS = 64  # the official archive has 9
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +85,8 @@ def convert(source: Optional[str], output_dir: str, *,
     resize: 0 keeps 32x32; N stores N x N images.
     seed: seeds the validation split and the assignment to shards.
     download_dir: where a URL is downloaded to; None: `output_dir`.
-    md5: the archive's expected MD5 for downloads; None skips the check.
+    md5: the archive's expected MD5, checked for downloads and local archives alike (not
+      for an extracted directory); None skips the check.
     overwrite: delete an earlier conversion in `output_dir` first.
     progress: show progress bars.
 
@@ -117,7 +123,10 @@ def load(source: str, download_dir: str, md5: Optional[str] = MD5,
     name = os.path.basename(urllib.parse.urlparse(source).path) or 'cifar-10-python.tar.gz'
     path = download_lib.download(source, os.path.join(download_dir, name), md5=md5,
                                  progress=progress)
-  elif os.path.exists(source):
+  elif os.path.isfile(source):
+    path = source
+    _check_md5(path, md5)
+  elif os.path.isdir(source):
     path = source
   else:
     raise ConversionError(f'{source}: no such file or directory (expected a URL, '
@@ -126,8 +135,9 @@ def load(source: str, download_dir: str, md5: Optional[str] = MD5,
   meta = _unpickle(files[META_FILE], f'{path}:{META_FILE}')
   try:
     classes = tuple(name.decode('utf-8') for name in meta[b'label_names'])
-  except (KeyError, TypeError, AttributeError) as error:
-    raise ConversionError(f'{path}:{META_FILE}: no label names ({error!r})') from None
+  except (KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:
+    raise ConversionError(f'{path}:{META_FILE}: not a CIFAR-10 batch: no label names '
+                          f'({type(error).__name__}: {error})') from None
   train = tuple(_decode_batch(name, _unpickle(files[name], f'{path}:{name}'), classes, path)
                 for name in TRAIN_BATCHES)
   test = _decode_batch(TEST_BATCH, _unpickle(files[TEST_BATCH], f'{path}:{TEST_BATCH}'),
@@ -142,18 +152,40 @@ def _is_url(source: str) -> bool:
 _NEEDED = (META_FILE,) + TRAIN_BATCHES + (TEST_BATCH,)
 
 
+def _check_md5(path: str, md5: Optional[str]) -> None:
+  if md5 is None:
+    log.warning('%s: not checking its MD5', path)
+    return
+  actual = download_lib.file_md5(path)
+  if actual != md5.lower():
+    official = ', the official cifar-10-python.tar.gz' if md5.lower() == MD5 else ''
+    raise ConversionError(f'{path}: MD5 {actual}, expected {md5}{official}: a damaged or '
+                          f'another file. Pass its MD5 (--md5) or --no-md5-check to convert it '
+                          f'anyway')
+
+
 def _read_archive(path: str) -> Dict[str, bytes]:
-  """The batch files of the archive, by name."""
+  """The batch files of the archive, by name; members are bounded by the format's sizes."""
   files = {}
   try:
     with tarfile.open(path, 'r:*') as archive:
-      for member in archive:
+      for count, member in enumerate(archive, 1):
+        if count > MAX_MEMBERS:
+          raise ConversionError(f'{path}: not a CIFAR-10 archive: more than {MAX_MEMBERS} '
+                                f'members')
+        _check_size(f'{path}:{member.name}', member.size)
         name = os.path.basename(member.name)
         if member.isfile() and name in _NEEDED:
           files[name] = archive.extractfile(member).read()
-  except (tarfile.TarError, OSError, EOFError) as error:
+  except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
     raise ConversionError(f'{path}: not a readable CIFAR-10 archive ({error})') from None
   return _check_complete(files, path)
+
+
+def _check_size(where: str, size: int) -> None:
+  if size > MAX_FILE_BYTES:
+    raise ConversionError(f'{where}: not a CIFAR-10 batch: {size} bytes, more than the '
+                          f'{MAX_FILE_BYTES} of any official file')
 
 
 def _read_directory(path: str) -> Dict[str, bytes]:
@@ -163,8 +195,10 @@ def _read_directory(path: str) -> Dict[str, bytes]:
   for name in _NEEDED:
     file_path = os.path.join(path, name)
     if os.path.isfile(file_path):
+      _check_size(file_path, os.path.getsize(file_path))
       with open(file_path, 'rb') as f:
-        files[name] = f.read()
+        files[name] = f.read(MAX_FILE_BYTES + 1)
+      _check_size(file_path, len(files[name]))  # a file that grew since
   return _check_complete(files, path)
 
 
@@ -206,24 +240,49 @@ def _unpickle(data: bytes, where: str) -> dict:
 def _decode_batch(name: str, raw: dict, classes: Tuple[str, ...], path: str) -> Batch:
   where = f'{path}:{name}'
   data = raw.get(b'data')
-  labels = raw.get(b'labels')
   if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or (
       data.shape[1] != 3 * IMAGE_SIZE * IMAGE_SIZE):
     shape = getattr(data, 'shape', None)
-    raise ConversionError(f'{where}: expected uint8 data [N, 3072], got '
+    raise ConversionError(f'{where}: not a CIFAR-10 batch: expected uint8 data [N, 3072], got '
                           f'{getattr(data, "dtype", type(data).__name__)} {shape}')
-  labels = np.asarray(labels if labels is not None else [], np.int64)
-  if labels.shape != (len(data),) or (labels.size and (labels.min() < 0 or
-                                                      labels.max() >= len(classes))):
-    raise ConversionError(f'{where}: expected {len(data)} labels in 0..{len(classes) - 1}')
-  filenames = raw.get(b'filenames')
-  if filenames is None or len(filenames) != len(data):
-    filenames = [f'{index:05d}.png' for index in range(len(data))]
+  labels = _labels(raw.get(b'labels'), len(data), len(classes), where)
   # Planes [N, 3, 32, 32] to pixels [N, 32, 32, 3].
   pixels = np.ascontiguousarray(data.reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE).transpose(0, 2, 3, 1))
   return Batch(name=name, pixels=pixels, labels=labels,
-               filenames=tuple(f.decode('utf-8') if isinstance(f, bytes) else str(f)
-                               for f in filenames))
+               filenames=_filenames(raw.get(b'filenames'), len(data), where))
+
+
+def _labels(raw, count: int, num_classes: int, where: str) -> np.ndarray:
+  """int64 [count] in 0..num_classes-1 from a batch's b'labels' list, else ConversionError."""
+  expected = f'expected {count} integer labels in 0..{num_classes - 1}'
+  try:
+    values = np.asarray(raw if raw is not None else [])
+    if values.size and values.dtype.kind not in 'iu' and not (
+        values.dtype == object and all(isinstance(v, int) for v in values.ravel())):
+      raise TypeError(f'{values.dtype} values')
+    labels = values.astype(np.int64)
+  except (OverflowError, ValueError, TypeError) as error:
+    raise ConversionError(f'{where}: not a CIFAR-10 batch: {expected} ({error})') from None
+  if labels.shape != (count,) or (labels.size and (labels.min() < 0 or
+                                                   labels.max() >= num_classes)):
+    raise ConversionError(f'{where}: not a CIFAR-10 batch: {expected}, got '
+                          f'{labels.size} from {labels.min(initial=0)} to '
+                          f'{labels.max(initial=0)}')
+  return labels
+
+
+def _filenames(raw, count: int, where: str) -> Tuple[str, ...]:
+  """The images' names from b'filenames' (made up when missing), else ConversionError."""
+  if not isinstance(raw, (list, tuple)) or len(raw) != count:
+    return tuple(f'{index:05d}.png' for index in range(count))
+  names = []
+  for index, name in enumerate(raw):
+    try:
+      names.append(name.decode('utf-8') if isinstance(name, bytes) else str(name))
+    except UnicodeDecodeError as error:
+      raise ConversionError(f'{where}: not a CIFAR-10 batch: file name {index} is not UTF-8 '
+                            f'({error})') from None
+  return tuple(names)
 
 
 def _items(batch: Batch) -> List[worker.Item]:

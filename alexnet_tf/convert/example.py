@@ -74,7 +74,11 @@ def serialize_example(features: Mapping[str, Union[bytes, int]]) -> bytes:
 
 def image_example(encoded: bytes, image_format: str, height: int, width: int, label: int,
                   label_text: str, filename: str) -> bytes:
-  """A serialized Example with the feature keys of `alexnet_tf.records`."""
+  """A serialized Example with the feature keys of `alexnet_tf.records`.
+
+  A file name that is not valid UTF-8 (os.walk hands it over with surrogate escapes) is
+  stored as the file system's original bytes.
+  """
   return serialize_example({
       records.IMAGE_ENCODED: encoded,
       records.IMAGE_FORMAT: image_format.encode('ascii'),
@@ -82,5 +86,5 @@ def image_example(encoded: bytes, image_format: str, height: int, width: int, la
       records.IMAGE_WIDTH: width,
       records.LABEL: label,
       records.LABEL_TEXT: label_text.encode('utf-8'),
-      records.FILENAME: filename.encode('utf-8'),
+      records.FILENAME: filename.encode('utf-8', 'surrogateescape'),
   })

@@ -18,13 +18,13 @@ import os
 from typing import Dict, List, Mapping, Optional, Tuple
 
 from alexnet_tf import records
+from alexnet_tf.convert import images
 from alexnet_tf.convert import split as split_lib
 from alexnet_tf.convert import worker
 from alexnet_tf.convert import writer
 from alexnet_tf.convert.errors import ConversionError
 
-IMAGE_EXTENSIONS = frozenset(['.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp',
-                              '.ppm', '.pgm', '.pbm'])
+IMAGE_EXTENSIONS = images.EXTENSIONS  # the files of images.ACCEPTED_FORMATS
 # Folder names of each split, in order of preference; train/ marks the split layout.
 SPLIT_DIRS = {records.TRAIN: ('train',), records.VALIDATION: ('validation', 'val'),
               records.TEST: ('test',)}
@@ -40,7 +40,8 @@ ClassFiles = Dict[str, List[str]]
 def convert(root: str, output_dir: str, *, validation_fraction: Optional[float] = None,
             num_shards: Optional[Mapping[str, int]] = None, workers: Optional[int] = None,
             resize: int = 0, seed: int = 0, name: Optional[str] = None,
-            overwrite: bool = False, progress: bool = True) -> records.DatasetMetadata:
+            overwrite: bool = False, progress: bool = True,
+            max_pixels: int = images.DEFAULT_MAX_PIXELS) -> records.DatasetMetadata:
   """Converts a class-folder tree into `output_dir`.
 
   Args:
@@ -56,6 +57,7 @@ def convert(root: str, output_dir: str, *, validation_fraction: Optional[float] 
     name: the dataset's name; None: the root folder's name.
     overwrite: delete an earlier conversion in `output_dir` first.
     progress: show a progress bar.
+    max_pixels: images of more pixels are skipped (and listed), never decoded.
 
   Returns:
     The metadata written to dataset.json.
@@ -64,7 +66,8 @@ def convert(root: str, output_dir: str, *, validation_fraction: Optional[float] 
     ConversionError: `root` is missing, has no class folders, or a training class has no
       images.
   """
-  options = worker.EncodeOptions(resize=resize)  # checks the arguments before any work
+  # Checks the arguments before any work.
+  options = worker.EncodeOptions(resize=resize, max_pixels=max_pixels)
   root = os.path.abspath(root)
   if os.path.commonpath([root, os.path.abspath(output_dir)]) == root:
     raise ConversionError(f'the output directory {output_dir} is inside the image tree {root}, '

@@ -30,6 +30,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 from alexnet_tf import records
 from alexnet_tf.convert import folder
+from alexnet_tf.convert import images
 from alexnet_tf.convert import worker
 from alexnet_tf.convert import writer
 from alexnet_tf.convert.errors import ConversionError
@@ -47,7 +48,8 @@ def convert(root: str, output_dir: str, *, val_labels: Optional[str] = None,
             devkit_synsets: Optional[str] = None, synsets: Optional[str] = None,
             synset_words: Optional[str] = None, num_shards: Optional[Mapping[str, int]] = None,
             workers: Optional[int] = None, resize: int = DEFAULT_RESIZE, seed: int = 0,
-            overwrite: bool = False, progress: bool = True) -> records.DatasetMetadata:
+            overwrite: bool = False, progress: bool = True,
+            max_pixels: int = images.DEFAULT_MAX_PIXELS) -> records.DatasetMetadata:
   """Converts ILSVRC-2012 into `output_dir`: train/ to `train`, val/ to `validation`.
 
   Args:
@@ -64,6 +66,7 @@ def convert(root: str, output_dir: str, *, val_labels: Optional[str] = None,
     seed: seeds the assignment of images to shards.
     overwrite: delete an earlier conversion in `output_dir` first.
     progress: show a progress bar.
+    max_pixels: images of more pixels are skipped (and listed), never decoded.
 
   Returns:
     The metadata written to dataset.json.
@@ -72,7 +75,8 @@ def convert(root: str, output_dir: str, *, val_labels: Optional[str] = None,
     ConversionError: a missing folder or file, a label file that does not match the
       images, or a class without images.
   """
-  options = worker.EncodeOptions(resize=resize)  # checks the arguments before any work
+  # Checks the arguments before any work.
+  options = worker.EncodeOptions(resize=resize, max_pixels=max_pixels)
   root = os.path.abspath(root)
   wnids = _class_wnids(root, synsets)
   labels = {wnid: label for label, wnid in enumerate(wnids)}

@@ -7,7 +7,7 @@ writes the returned records into TFRecord files.
 
 import dataclasses
 import os
-from typing import List, NamedTuple, Optional, Set, Tuple
+from typing import List, Mapping, NamedTuple, Optional, Set, Tuple
 
 import numpy as np
 
@@ -39,8 +39,12 @@ class EncodeOptions:
   resize: int = 0  # 0 keeps the size; N: shorter side N, central N x N crop
   jpeg_quality: int = images.DEFAULT_JPEG_QUALITY  # of re-encoded images
   pixels_format: str = images.PNG  # how pixel arrays (CIFAR-10 pickles) are encoded
+  max_pixels: int = images.DEFAULT_MAX_PIXELS  # larger images are skipped, never decoded
 
   def __post_init__(self):
+    if not 1 <= self.max_pixels <= images.MAX_PIXELS:
+      raise ConversionError(f'the pixel limit must be in 1..{images.MAX_PIXELS} (what '
+                            f'training decodes), got {self.max_pixels}')
     if self.resize < 0:
       raise ConversionError(f'resize must be >= 0 (0 keeps the size), got {self.resize}')
     if not 1 <= self.jpeg_quality <= 100:
@@ -59,6 +63,9 @@ class ChunkTask:
   classes: Tuple[str, ...]  # label i's text is classes[i]
   options: EncodeOptions
   with_moments: bool  # accumulate pixel moments (the training split only)
+  # {index in items: reason} of images to skip unread: those whose verbatim bytes failed
+  # the parent's check (`verify`), when it redoes the chunk without them.
+  rejected: Mapping[int, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(eq=False)
@@ -72,6 +79,8 @@ class ChunkResult:
     skipped: (filename, reason) of each image that could not be used.
     sizes: the (height, width) of the stored images.
     moments: pixel sums of the stored images if the task asked for them.
+    verbatim: (index in the task's items, bytes) of the records that store the source file
+      as it is: only Pillow has decoded those, and the parent checks them (`verify`).
   """
   shard_name: str
   num_items: int
@@ -79,6 +88,7 @@ class ChunkResult:
   skipped: List[Tuple[str, str]] = dataclasses.field(default_factory=list)
   sizes: Set[Tuple[int, int]] = dataclasses.field(default_factory=set)
   moments: Optional[stats.PixelMoments] = None
+  verbatim: List[Tuple[int, bytes]] = dataclasses.field(default_factory=list)
 
 
 def encode_item(item: Item, root: Optional[str],
@@ -87,12 +97,9 @@ def encode_item(item: Item, root: Optional[str],
   if item.pixels is not None:
     return images.encode_pixels(item.pixels, options.resize, options.pixels_format,
                                 options.jpeg_quality)
-  try:
-    with open(os.path.join(root, item.filename), 'rb') as f:
-      data = f.read()
-  except OSError as error:
-    raise images.BadImageError(f'cannot read: {error.strerror or error}') from None
-  return images.encode_file(data, options.resize, options.jpeg_quality)
+  data = images.read_file(os.path.join(root, item.filename),
+                          images.max_file_bytes(options.max_pixels))
+  return images.encode_file(data, options.resize, options.jpeg_quality, options.max_pixels)
 
 
 def process_chunk(task: ChunkTask) -> ChunkResult:
@@ -100,12 +107,17 @@ def process_chunk(task: ChunkTask) -> ChunkResult:
   result = ChunkResult(task.shard_name, len(task.items),
                        moments=stats.PixelMoments() if task.with_moments else None)
   pending, pending_pixels = [], 0  # images whose moments are summed in one batch
-  for item in task.items:
+  for index, item in enumerate(task.items):
+    if index in task.rejected:
+      result.skipped.append((item.filename, task.rejected[index]))
+      continue
     try:
       encoded = encode_item(item, task.root, task.options)
     except images.BadImageError as error:
       result.skipped.append((item.filename, str(error)))
       continue
+    if encoded.verbatim:
+      result.verbatim.append((index, encoded.data))
     result.records.append(example.image_example(
         encoded.data, encoded.format, encoded.height, encoded.width, item.label,
         task.classes[item.label], item.filename))

@@ -10,6 +10,7 @@ number of workers.
 """
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -21,13 +22,17 @@ from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, 
 import numpy as np
 import tqdm
 
+from alexnet_tf import dirlock
 from alexnet_tf import records
+from alexnet_tf.convert import names
 from alexnet_tf.convert import shards
 from alexnet_tf.convert import stats
+from alexnet_tf.convert import verify
 from alexnet_tf.convert import worker
 from alexnet_tf.convert.errors import ConversionError
 
 SKIPPED_FILE = 'skipped.tsv'  # split, filename, reason of every unusable image
+LOCK_FILE = '.lock'  # held (flock) by the one conversion writing the output directory
 CHUNK_SIZE = 128  # images per worker task: amortises the IPC, keeps the progress bar smooth
 _SUMMARY_LINES = 20  # skipped images listed in the log; all of them are in SKIPPED_FILE
 _METADATA_FILES = (records.METADATA_FILE, records.LABELS_FILE, records.MEAN_IMAGE_FILE,
@@ -37,6 +42,10 @@ log = logging.getLogger(__name__)
 
 # (split, filename, reason)
 Skipped = Tuple[str, str, str]
+
+
+class OutputDirLockedError(ConversionError, dirlock.DirectoryLockedError):
+  """Another conversion is writing the output directory."""
 
 
 def default_workers() -> int:
@@ -76,8 +85,10 @@ def write_dataset(output_dir: str, *, name: str, classes: Sequence[str],
     The metadata written to dataset.json.
 
   Raises:
-    ConversionError: no images at all, bad arguments, or `output_dir` holds shards of
-      another conversion (and `overwrite` is False).
+    ConversionError: no images at all, bad arguments, a class name that labels.txt cannot
+      hold, `output_dir` cannot be written, holds shards of another conversion (and
+      `overwrite` is False) or is being written by another conversion
+      (OutputDirLockedError).
   """
   workers = default_workers() if workers is None else workers
   if workers < 1:
@@ -87,11 +98,39 @@ def write_dataset(output_dir: str, *, name: str, classes: Sequence[str],
     raise ConversionError(f'unknown splits {sorted(unknown)}; use {records.SPLITS}')
   if not any(splits.values()):
     raise ConversionError(f'{source or output_dir}: no images to convert')
+  names.check_class_names(classes, source or output_dir)
+  _make_output_dir(output_dir)
+  with dirlock.hold(output_dir, LOCK_FILE, 'another conversion',
+                    'wait for it to finish or choose another output directory',
+                    OutputDirLockedError):
+    return _write_locked(output_dir, name, classes, splits, num_shards, root, options, workers,
+                         seed, source, overwrite, progress, extra_files or {})
 
+
+def _make_output_dir(output_dir: str) -> None:
+  """Creates `output_dir`; ConversionError naming it if it cannot hold the output."""
+  try:
+    os.makedirs(output_dir, exist_ok=True)
+    probe = os.path.join(output_dir, LOCK_FILE)
+    os.close(os.open(probe, os.O_RDWR | os.O_CREAT, 0o644))
+  except OSError as error:
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+      reason = 'it is a file'
+    else:
+      reason = error.strerror or str(error)
+      if error.filename and os.path.abspath(error.filename) != os.path.abspath(output_dir):
+        reason += f' ({error.filename})'
+    raise ConversionError(f'{output_dir}: cannot write the conversion there: {reason}'
+                          ) from None
+
+
+def _write_locked(output_dir, name, classes, splits, num_shards, root, options, workers, seed,
+                  source, overwrite, progress, extra_files) -> records.DatasetMetadata:
+  """`write_dataset`'s work, with the arguments checked and the output directory locked."""
   plans = [plan for split in records.SPLITS if splits.get(split)
            for plan in shards.plan_split(split, splits[split], num_shards[split], seed)]
   _prepare_output_dir(output_dir, plans, overwrite)
-  for file_name, text in (extra_files or {}).items():
+  for file_name, text in extra_files.items():
     records.write_atomically(os.path.join(output_dir, file_name), lambda f: f.write(text))
 
   states, pending = _find_finished(output_dir, plans, root, classes, options)
@@ -134,8 +173,7 @@ def _find_finished(output_dir: str, plans: Sequence[shards.ShardPlan], root: Opt
 
 def _prepare_output_dir(output_dir: str, plans: Sequence[shards.ShardPlan],
                         overwrite: bool) -> None:
-  """Creates the directory, removes temporary files and refuses foreign shards."""
-  os.makedirs(output_dir, exist_ok=True)
+  """Removes temporary files and refuses foreign shards."""
   state_dir = os.path.join(output_dir, shards.STATE_DIR)
   planned = {plan.name for plan in plans}
   foreign = []
@@ -204,12 +242,15 @@ def _write_shards(output_dir: str, pending: Sequence[Tuple[shards.ShardPlan, str
     return
   fingerprints = {plan.name: (plan, fingerprint) for plan, fingerprint in pending}
   tasks = list(_chunk_tasks([plan for plan, _ in pending], root, classes, options))
-  current = None
+  current, verifier = None, None
   bar = tqdm.tqdm(total=sum(len(plan.items) for plan, _ in pending), unit='img',
                   desc='converting', disable=not progress, smoothing=0.1)
   try:
     with bar, _ordered_map(worker.process_chunk, tasks, min(workers, len(tasks))) as results:
-      for result in results:
+      for task, result in zip(tasks, results):  # imap keeps the order of the tasks
+        if result.verbatim:
+          verifier = verifier or verify.JpegVerifier()
+          result = _without_undecodable(task, result, verifier)
         if current is None:
           current = _ShardFile(output_dir, *fingerprints[result.shard_name])
         current.add(result)
@@ -220,6 +261,24 @@ def _write_shards(output_dir: str, pending: Sequence[Tuple[shards.ShardPlan, str
   finally:
     if current is not None:
       current.abort()
+    if verifier is not None:
+      verifier.close()
+
+
+def _without_undecodable(task: worker.ChunkTask, result: worker.ChunkResult,
+                         verifier: verify.JpegVerifier) -> worker.ChunkResult:
+  """`result`, or the chunk redone here without the files TensorFlow cannot decode.
+
+  Redone so that the skipped files leave no trace in the chunk's sizes and pixel moments;
+  it costs one chunk's work in this process per chunk with such a file.
+  """
+  failures = verifier.failures([data for _, data in result.verbatim])
+  if not failures:
+    return result
+  rejected = {result.verbatim[i][0]: reason for i, reason in failures.items()}
+  log.debug('%s: %d files decode in Pillow but not in TensorFlow; redoing their chunk',
+            task.shard_name, len(rejected))
+  return worker.process_chunk(dataclasses.replace(task, rejected=rejected))
 
 
 def _chunk_tasks(plans: Iterable[shards.ShardPlan], root: Optional[str],
@@ -272,7 +331,7 @@ def _metadata(name: str, classes: Sequence[str], plans: Sequence[shards.ShardPla
 
 def _write_skipped(path: str, skipped: Sequence[Skipped]) -> None:
   lines = ['split\tfilename\treason\n']
-  lines += [f'{split}\t{filename}\t{" ".join(reason.split())}\n'
+  lines += [f'{split}\t{names.printable(filename)}\t{" ".join(reason.split())}\n'
             for split, filename, reason in skipped]
   records.write_atomically(path, lambda f: f.write(''.join(lines)))
 
@@ -289,7 +348,7 @@ def _log_summary(output_dir: str, metadata: records.DatasetMetadata,
     log.warning('skipped %d unusable images (all are listed in %s):', len(skipped),
                 os.path.join(output_dir, SKIPPED_FILE))
     for split, filename, reason in skipped[:_SUMMARY_LINES]:
-      log.warning('  %s %s: %s', split, filename, reason)
+      log.warning('  %s %s: %s', split, names.printable(filename), reason)
     if len(skipped) > _SUMMARY_LINES:
       log.warning('  ... and %d more', len(skipped) - _SUMMARY_LINES)
 
