@@ -61,7 +61,7 @@ def test_one_tower_has_half_the_kernels_but_the_last_conv_and_keeps_he_scaling()
 
 
 def test_ablation_flag_reaches_the_config_and_bad_names_are_flag_errors(capsys):
-  config, _ = train.config_from_args(train.build_parser().parse_args(['--ablation', 'no_lrn']))
+  config = train.config_from_args(train.build_parser().parse_args(['--ablation', 'no_lrn']))[0]
   assert not any(layer.lrn for layer in config.model.conv_layers)
   with pytest.raises(SystemExit) as exit_info:
     train.build_parser().parse_args(['--ablation', 'no_relu'])

@@ -241,7 +241,7 @@ def test_a_resumed_fine_tuning_run_continues_from_its_own_checkpoint(
                        '--max-steps', '3')
   assert train.main(args) == 0
   own = _checkpoint(tf1.train.latest_checkpoint(str(model_dir)))
-  config, paths = train.config_from_args(train.build_parser().parse_args(args))
+  config, paths, _ = train.config_from_args(train.build_parser().parse_args(args))
   config = dataclasses.replace(config, train=dataclasses.replace(config.train, max_steps=6))
   hook = _StartingValues()
   run_loop.train_and_evaluate(config, paths.data_dir, paths.model_dir, extra_hooks=[hook])
