@@ -125,7 +125,7 @@ def _logits_and_gradients(model_precision, lrn_impl='fused', batch=4, seed=0):
       with tf1.variable_scope(tf1.get_variable_scope(), reuse=tf1.AUTO_REUSE):
         logits, endpoints = build_alexnet(tf.constant(images), config, training=False)
       loss = (tf1.losses.sparse_softmax_cross_entropy(labels, logits) +
-              weight_decay_loss(5e-4))
+              weight_decay_loss(5e-4, tf1.trainable_variables()))
       variables = tf1.trainable_variables()
       gradients = tf.gradients(loss, variables)
       results[name] = dict(logits=logits, gradients=gradients, conv1=endpoints['conv1'].dtype,
