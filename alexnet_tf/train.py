@@ -16,7 +16,7 @@ from alexnet_tf import cli_logging  # first: quiets TensorFlow's C++ logs before
 
 import tensorflow as tf
 
-from alexnet_tf import input_pipeline, records, rundir, run_loop
+from alexnet_tf import ablations, input_pipeline, records, rundir, run_loop
 from alexnet_tf import config as cfg
 from alexnet_tf.convert import cifar10
 from alexnet_tf.hooks import NonFiniteLossError
@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                  '"/cpu:0,/cpu:1"; one device builds the single-tower (unsplit) net')
   p.add_argument('--lrn-impl', choices=cfg.LRN_IMPLS)
   p.add_argument('--seed', type=int, help='graph and data seed for a reproducible run')
+  p.add_argument('--ablation', choices=sorted(ablations.ABLATIONS),
+                 help='remove or replace one of the paper\'s ingredients (alexnet_tf/ablations.py)')
   p.add_argument('--verbose', action='store_true', help='the traceback of an error too')
   return p
 
@@ -77,6 +79,8 @@ def parse_decay_epochs(text: str) -> Tuple[float, ...]:
 def config_from_args(args: argparse.Namespace) -> Tuple[cfg.Config, Paths]:
   """Turns parsed flags into the config and paths; the only place flags are read."""
   base = cfg.get_config(args.dataset)
+  if args.ablation:
+    base = ablations.apply(args.ablation, base)
   train_overrides = {name: value for name, value in (
       ('epochs', args.epochs), ('max_steps', args.max_steps), ('batch_size', args.batch_size),
       ('learning_rate', args.learning_rate), ('schedule', args.schedule),
