@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple
 
 from alexnet_tf import cli_logging  # first: quiets TensorFlow's C++ logs before it loads
 
-from alexnet_tf import finetune, records, rundir, run_loop
+from alexnet_tf import ablations, finetune, records, rundir, run_loop
 from alexnet_tf import config as cfg
 from alexnet_tf.convert import cifar10
 from alexnet_tf.hooks import NonFiniteLossError
@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                  '"/cpu:0,/cpu:1"; one device builds the single-tower (unsplit) net')
   p.add_argument('--lrn-impl', choices=cfg.LRN_IMPLS)
   p.add_argument('--seed', type=int, help='graph and data seed for a reproducible run')
+  p.add_argument('--ablation', choices=sorted(ablations.ABLATIONS),
+                 help='remove or replace one of the paper\'s ingredients (alexnet_tf/ablations.py)')
   g = p.add_argument_group('fine-tuning')
   g.add_argument('--init-from', metavar='DIR', help='a run directory of this project (a '
                  'training run or imported weights) to start from: its net, input '
@@ -91,6 +93,11 @@ def parse_decay_epochs(text: str) -> Tuple[float, ...]:
 def config_from_args(args: argparse.Namespace) -> Tuple[cfg.Config, Paths]:
   """Turns parsed flags into the config and paths; the only place flags are read."""
   base = cfg.get_config(args.dataset)
+  if args.ablation and args.init_from:
+    raise ValueError('--ablation changes the net, and --init-from takes the net of its run '
+                     'directory: use one of them')
+  if args.ablation:
+    base = ablations.apply(args.ablation, base)
   if args.init_from:  # the net and preprocessing its weights need; --dataset's recipe
     base = finetune.inherit_config(base, args.init_from)
   train_overrides = {name: value for name, value in (

@@ -1,0 +1,44 @@
+"""What the figure tools share: which model to read, and how a failure is reported."""
+
+import argparse
+import logging
+import sys
+import traceback
+from typing import Callable, Sequence
+
+from alexnet_tf import activations
+
+
+def add_model_args(parser: argparse.ArgumentParser, several: bool = False) -> None:
+  """--model-dir (a training run) or --saved-model (an export), --checkpoint, --verbose."""
+  group = parser.add_mutually_exclusive_group(required=True)
+  group.add_argument('--model-dir', nargs='+' if several else None,
+                     help='training run directory' + ('(s)' if several else ''))
+  group.add_argument('--saved-model', nargs='+' if several else None,
+                     help='exported SavedModel directory' + ('(s)' if several else ''))
+  parser.add_argument('--checkpoint', default='best',
+                      help='with --model-dir: "best" (default), "latest" or a checkpoint path')
+  parser.add_argument('--output', required=True, help='PNG to write')
+  parser.add_argument('--verbose', action='store_true', help='a traceback with an error')
+
+
+def open_models(args) -> Sequence[activations.Trained]:
+  """Every model the flags name, opened (a list of one unless the tool takes several)."""
+  dirs, key = (args.model_dir, 'model_dir') if args.model_dir else (args.saved_model,
+                                                                     'saved_model')
+  dirs = dirs if isinstance(dirs, list) else [dirs]
+  return [activations.open_trained(checkpoint=args.checkpoint, **{key: d}) for d in dirs]
+
+
+def run(main: Callable[[argparse.Namespace], None], args: argparse.Namespace) -> int:
+  """Calls main(args); an expected failure becomes one line on stderr and exit status 1."""
+  logging.basicConfig(level=logging.INFO, format='%(message)s')
+  try:
+    main(args)
+  except (FileNotFoundError, ValueError, KeyError) as e:
+    if args.verbose:
+      traceback.print_exc()
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  print(args.output)
+  return 0
