@@ -117,10 +117,13 @@ def config_from_args(args: argparse.Namespace,
       (`precision.PrecisionUnavailableError`), with a message naming the flag.
   """
   base = cfg.get_config(args.dataset)
-  if args.init_from:  # the net and preprocessing its weights need; --dataset's recipe
-    base = finetune.inherit_config(base, args.init_from)
+  if args.ablation and args.init_from:
+    raise ValueError('--ablation changes the net, and --init-from takes the net of its run '
+                     'directory: use one of them')
   if args.ablation:
     base = ablations.apply(args.ablation, base)
+  if args.init_from:  # the net and preprocessing its weights need; --dataset's recipe
+    base = finetune.inherit_config(base, args.init_from)
   train_overrides = {name: value for name, value in (
       ('epochs', args.epochs), ('max_steps', args.max_steps), ('batch_size', args.batch_size),
       ('learning_rate', args.learning_rate), ('schedule', args.schedule),

@@ -18,7 +18,7 @@ import tensorflow as tf
 from alexnet_tf import config as cfg
 from alexnet_tf import estimator as estimator_lib
 from alexnet_tf import export, finetune, input_pipeline, records, rundir, run_loop, schedule
-from alexnet_tf import train
+from alexnet_tf import ablations, train
 from alexnet_tf import model_fn as mf
 from alexnet_tf.convert import folder
 
@@ -291,3 +291,11 @@ def test_config_checks_trainable_against_the_layer_table(trainable, message):
   with pytest.raises(ValueError, match=message):
     dataclasses.replace(base, train=dataclasses.replace(base.train, init_from='d',
                                                         trainable=trainable))
+
+
+def test_an_ablation_cannot_change_the_net_of_a_fine_tuning_run(source_run):
+  args = train.build_parser().parse_args([
+      '--data-dir', 'unused', '--init-from', str(source_run),
+      '--ablation', sorted(ablations.ABLATIONS)[0]])
+  with pytest.raises(ValueError, match='--ablation changes the net'):
+    train.config_from_args(args)
