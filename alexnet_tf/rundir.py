@@ -7,6 +7,8 @@
   history.jsonl          one JSON line per evaluation
   best/                  a copy of the best checkpoint so far, with its metrics.json
   .lock                  held (flock) by the one training process writing the directory
+                         (in a cluster: the chief)
+  .joined/               a parameter_server cluster's start marks (hooks.JoinBarrierHook)
   model.ckpt-*, events.* the Estimator's own
 
 Files are replaced by writing a temporary name and renaming it (best/ too, as a directory), so
