@@ -348,8 +348,9 @@ class RecordingExporter(tf.estimator.Exporter):
 
   def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export):
     del estimator, export_path, is_the_final_export
-    del checkpoint_path
-    step = int(eval_result[tf1.GraphKeys.GLOBAL_STEP])
+    # The step in the file's name, not eval_result's global step: under asynchronous
+    # updates the variable saved may already be a step or two past the name's.
+    step = int(checkpoint_path.rsplit('-', 1)[1])
     if step > 0:  # the chief's starting checkpoint of a new run is no result
       run_loop.record_evaluation(self._model_dir, self._train_config, self._plan, step,
                                  {k: v for k, v in eval_result.items()

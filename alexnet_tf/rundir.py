@@ -7,6 +7,8 @@
   history.jsonl          one JSON line per evaluation
   best/                  a copy of the best checkpoint so far, with its metrics.json
   .lock                  held (flock) by the one training process writing the directory
+                         (in a cluster: the chief)
+  .joined/               a parameter_server cluster's start marks (hooks.JoinBarrierHook)
   model.ckpt-*, events.* the Estimator's own
 
 Files are replaced by writing a temporary name and renaming it (best/ too, as a directory), so
@@ -208,7 +210,10 @@ def keep_best(model_dir: str, step: int, metrics: Dict[str, float]) -> None:
   tmp = best + '.tmp'
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
-  for path in glob.glob(os.path.join(model_dir, f'model.ckpt-{step}') + '.*'):
+  files = glob.glob(os.path.join(model_dir, f'model.ckpt-{step}') + '.*')
+  if not files:  # a best/ naming a missing checkpoint would pass for one until restored
+    raise FileNotFoundError(f'{model_dir}: no checkpoint model.ckpt-{step} to keep as the best')
+  for path in files:
     shutil.copy2(path, tmp)
   with open(os.path.join(tmp, 'checkpoint'), 'w', encoding='utf-8') as f:
     f.write(f'model_checkpoint_path: "model.ckpt-{step}"\n')
