@@ -19,7 +19,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import export, input_pipeline, lrn, records, rundir
+from alexnet_tf import export, input_pipeline, lrn, precision, records, rundir
 from alexnet_tf import estimator as estimator_lib
 from alexnet_tf.config import Config
 from alexnet_tf.model import build_alexnet
@@ -118,7 +118,8 @@ def activations(trained: Trained, data_dir: str, split: str, layer: str,
 
 def _build_from_checkpoint(trained: Trained, metadata: records.DatasetMetadata, layer: str):
   # The portable LRN: reading activations needs no kernel build, and matches the trained op.
-  model_config = estimator_lib.model_config_for(trained.config, metadata, lrn.EXPORT)
+  model_config = estimator_lib.model_config_for(precision.evaluable_here(trained.config),
+                                                metadata, lrn.EXPORT)
   size = model_config.image_size
   images = tf1.placeholder(tf.float32, [None, size, size, 3], name='images')
   _, endpoints = build_alexnet(images, model_config, training=False, scope=SCOPE)

@@ -19,7 +19,7 @@ from alexnet_tf import cli_logging  # first: quiets TensorFlow's C++ logs before
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import export, input_pipeline, model_fn, records, rundir
+from alexnet_tf import export, input_pipeline, model_fn, precision, records, rundir
 from alexnet_tf import estimator as estimator_lib
 
 log = logging.getLogger('alexnet_tf.evaluate')
@@ -42,7 +42,8 @@ def evaluate_checkpoint(model_dir: str, checkpoint: str = 'best', data_dir: Opti
   rundir.check_classes(path, run.config, run)
   source = input_pipeline.open_dataset(run.data_dir, run.config.data,
                                        mean=rundir.training_mean(model_dir))
-  estimator = estimator_lib.make_estimator(run.config, run.metadata, model_dir)
+  estimator = estimator_lib.make_estimator(precision.evaluable_here(run.config), run.metadata,
+                                           model_dir)
   results = {}
   for name, ten_crop in ((CENTRE, False), (TEN_CROP, True)):
     input_fn = input_pipeline.make_input_fn(source, split, run.config.data, batch_size,

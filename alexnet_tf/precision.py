@@ -30,13 +30,15 @@ gives fp16 with dynamic loss scaling (`loss_scaled`).
 """
 
 import dataclasses
+import logging
 from typing import FrozenSet, Sequence, Tuple
 
 import tensorflow as tf
 
-from alexnet_tf.config import BF16, FP16, FP32, PRECISIONS
+from alexnet_tf.config import BF16, FP16, FP32, PRECISIONS, Config
 
 tf1 = tf.compat.v1
+log = logging.getLogger(__name__)
 
 AUTO = 'auto'
 REQUESTS = (AUTO,) + PRECISIONS  # the --precision choices
@@ -152,6 +154,19 @@ def _refused_or_emulated(precision, problem, allow_emulated):
   if not allow_emulated:
     raise PrecisionUnavailableError(problem)
   return Choice(precision, f'emulated: TF\'s generic kernels, correct but slow ({problem})')
+
+
+def evaluable_here(config: Config) -> Config:
+  """`config` with the precision to evaluate its trained run in on this machine: the run's
+  own where the hardware has it, else fp32 (the variables are float32 either way) rather than
+  TF's slow emulation, so a bf16 run from a bf16 machine evaluates here at fp32's speed."""
+  model = config.model
+  try:
+    choose(model.precision, detect(model.tower_devices[:model.num_towers]))
+    return config
+  except PrecisionUnavailableError as e:
+    log.info('evaluating in fp32: the run trained in %s, but %s', model.precision, e)
+    return dataclasses.replace(config, model=dataclasses.replace(model, precision=FP32))
 
 
 def compute_dtype(precision: str) -> tf.DType:

@@ -99,6 +99,16 @@ def test_bf16_without_the_hardware_is_one_line_and_exit_status_2(capsys, monkeyp
                             '--precision fp32 or auto')
 
 
+@pytest.mark.parametrize('hardware, expected', [(AVX2_CPU, 'fp32'), (AMX_CPU, 'bf16')])
+def test_a_bf16_run_evaluates_in_bf16_only_where_the_hardware_has_it(hardware, expected,
+                                                                   monkeypatch):
+  monkeypatch.setattr(precision, 'detect', lambda devices: hardware)
+  run = cfg.get_config('cifar10')
+  run = dataclasses.replace(run, model=dataclasses.replace(run.model, precision='bf16'))
+  assert precision.evaluable_here(run).model.precision == expected
+  assert precision.evaluable_here(run).model.conv_layers == run.model.conv_layers
+
+
 def test_model_config_rejects_unknown_precision():
   with pytest.raises(ValueError, match='precision must be one of'):
     dataclasses.replace(cfg.CIFAR10_MODEL, precision='int8')
