@@ -83,6 +83,16 @@ def markdown(table: list) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def write_table(args, output: str, done: dict) -> None:
+  table = summarize(done)
+  with open(output, 'w', encoding='utf-8') as f:
+    json.dump({'machine': common.machine_info(), 'date': time.strftime('%Y-%m-%d'),
+               'budget': {'epochs': args.epochs, 'decay_epochs': args.decay_epochs},
+               'table': table}, f, indent=2)
+  with open(os.path.splitext(output)[0] + '.md', 'w', encoding='utf-8') as f:
+    f.write(markdown(table))
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -95,6 +105,8 @@ def main(argv=None) -> int:
   p.add_argument('--epochs', type=float, default=4.0)
   p.add_argument('--decay-epochs', default='2.7,3.5')
   p.add_argument('--output', help='JSON table (default: RUNS_DIR/ablations.json; .md beside)')
+  p.add_argument('--report-only', action='store_true',
+                 help='train nothing: the table of the runs in RUNS_DIR that have finished')
   args = p.parse_args(argv)
   rows = [r for r in args.rows.split(',') if r]
   unknown = [r for r in rows if r != BASELINE and r not in ablations.ABLATIONS]
@@ -107,15 +119,14 @@ def main(argv=None) -> int:
   # Seed-major: every row gets its first seed before any row gets its second.
   for seed in seeds:
     for row in rows:
+      if args.report_only:
+        if os.path.isfile(os.path.join(args.runs_dir, f'{row}-seed{seed}', 'eval_final.json')):
+          done[row][seed] = run_one(args, row, seed)
+        continue
       print(f'{row} seed {seed}', flush=True)
       done[row][seed] = run_one(args, row, seed)
-      table = summarize(done)
-      with open(output, 'w', encoding='utf-8') as f:
-        json.dump({'machine': common.machine_info(), 'date': time.strftime('%Y-%m-%d'),
-                   'budget': {'epochs': args.epochs, 'decay_epochs': args.decay_epochs},
-                   'table': table}, f, indent=2)
-      with open(os.path.splitext(output)[0] + '.md', 'w', encoding='utf-8') as f:
-        f.write(markdown(table))
+      write_table(args, output, done)
+  write_table(args, output, done)
   print(markdown(summarize(done)))
   return 0
 

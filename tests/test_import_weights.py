@@ -26,7 +26,8 @@ import caffe_reference as caffe
 import photos
 from alexnet_tf import config as config_lib
 from alexnet_tf import estimator as estimator_lib
-from alexnet_tf import evaluate, export, input_pipeline, predict, records, rundir
+from alexnet_tf import evaluate, export, input_pipeline, predict, records, rundir, train
+from alexnet_tf.convert import folder as folder_converter
 from alexnet_tf.convert.example import image_example
 from alexnet_tf.weights import WeightsError, cli, mapping, read_weights
 from alexnet_tf.weights import importer, readers
@@ -395,3 +396,32 @@ def test_the_caffe_config_survives_run_json():
   assert config.data.mean_rgb == (122.7, 116.7, 104.0) and config.model.lrn_across_towers
   paper = config_lib.get_config('imagenet')
   assert not paper.model.lrn_across_towers and paper.data.mean_rgb is None
+
+
+def test_fine_tuning_starts_from_the_imported_run(imported, images, tmp_path):
+  """`train --init-from` an imported run: its weights but the classifier, Caffe's mean."""
+  tree = tmp_path / 'photos'
+  for i, image in enumerate(images):  # 2 classes of 4: each photo, mirrored, at 2 qualities
+    folder = tree / ('cat' if i == 0 else 'other')
+    folder.mkdir(parents=True, exist_ok=True)
+    for flip in (False, True):
+      for quality in (90, 95):
+        Image.fromarray(image[:, ::-1] if flip else image).save(
+            folder / f'{i}-{flip:d}-{quality}.jpg', quality=quality)
+  data_dir = tmp_path / 'two_classes'
+  folder_converter.convert(str(tree), str(data_dir), validation_fraction=0.25, resize=256,
+                           workers=1, progress=False)
+  model_dir = tmp_path / 'finetuned'
+  assert train.main(['--dataset', 'imagenet', '--data-dir', str(data_dir), '--model-dir',
+                     str(model_dir), '--init-from', str(imported), '--trainable', 'fc8',
+                     '--batch-size', '3', '--max-steps', '2', '--seed', '1', '--no-export',
+                     '--precision', 'fp32']) == 0
+  source = tf.train.load_checkpoint(str(rundir.resolve_checkpoint(str(imported), 'latest')))
+  tuned = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(model_dir)))
+  for name in ('alexnet/tower0/conv1/weights', 'alexnet/tower1/fc7/weights'):
+    np.testing.assert_array_equal(tuned.get_tensor(name), source.get_tensor(name))
+  assert tuned.get_tensor('alexnet/classifier/fc8/weights').shape == (4096, 2)
+  run = rundir.load_run(str(model_dir))
+  assert run.config.model.lrn_across_towers and run.config.model.name == 'caffe_alexnet'
+  np.testing.assert_allclose(rundir.training_mean(str(model_dir)),
+                             config_lib.CAFFE_MEAN_RGB)
