@@ -1,12 +1,11 @@
 """What the figure tools share: which model to read, and how a failure is reported."""
 
 import argparse
-import logging
 import sys
 import traceback
 from typing import Callable, Sequence
 
-from alexnet_tf import activations
+from alexnet_tf import activations, cli_logging
 
 
 def add_model_args(parser: argparse.ArgumentParser, several: bool = False) -> None:
@@ -32,7 +31,7 @@ def open_models(args) -> Sequence[activations.Trained]:
 
 def run(main: Callable[[argparse.Namespace], None], args: argparse.Namespace) -> int:
   """Calls main(args); an expected failure becomes one line on stderr and exit status 1."""
-  logging.basicConfig(level=logging.INFO, format='%(message)s')
+  cli_logging.setup()
   try:
     main(args)
   except (FileNotFoundError, ValueError, KeyError) as e:
