@@ -1,6 +1,7 @@
 """What the figure tools share: which model to read, and how a failure is reported."""
 
 import argparse
+import json
 import sys
 import traceback
 from typing import Callable, Sequence
@@ -41,3 +42,25 @@ def run(main: Callable[[argparse.Namespace], None], args: argparse.Namespace) ->
     return 1
   print(args.output)
   return 0
+
+
+def pyplot():
+  """matplotlib.pyplot drawing to files only (an extra: pip install -e '.[plot]')."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  return plt
+
+
+def save(figure, output: str, dpi: int = 120) -> None:
+  """Writes `figure` to the PNG `output` and frees it."""
+  figure.tight_layout()
+  figure.savefig(output, dpi=dpi)
+  pyplot().close(figure)
+
+
+def write_json(path, data) -> None:
+  """`data` as JSON to `path`, if a path was given (the tools' --json)."""
+  if path:
+    with open(path, 'w', encoding='utf-8') as f:
+      json.dump(data, f, indent=2)

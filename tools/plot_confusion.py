@@ -9,7 +9,6 @@ only the 20 most confused ones are drawn; the JSON holds the whole matrix.
 """
 
 import argparse
-import json
 import sys
 
 from alexnet_tf import cli_logging  # noqa: F401  first: quiets TensorFlow's C++ logs
@@ -35,9 +34,7 @@ def most_confused(matrix: np.ndarray, count: int) -> np.ndarray:
 
 
 def plot(matrix: np.ndarray, classes, title: str, output: str) -> None:
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  plt = figure_common.pyplot()
 
   shown = most_confused(matrix, MAX_DRAWN) if len(classes) > MAX_DRAWN else np.arange(len(classes))
   counts = matrix[np.ix_(shown, shown)]
@@ -55,9 +52,7 @@ def plot(matrix: np.ndarray, classes, title: str, output: str) -> None:
   ax.set_ylabel('true class')
   ax.set_title(title, fontsize=9)
   figure.colorbar(image, ax=ax, fraction=0.046, label='share of the true class (%)')
-  figure.tight_layout()
-  figure.savefig(output, dpi=120)
-  plt.close(figure)
+  figure_common.save(figure, output)
 
 
 def main(argv=None) -> int:
@@ -82,10 +77,8 @@ def main(argv=None) -> int:
     worst = np.dstack(np.unravel_index(np.argsort(-off, axis=None)[:3], off.shape))[0]
     print(f'top-1 {100 * top1:.2f}%; most confused: ' + ', '.join(
         f'{trained.classes[t]} -> {trained.classes[p]} ({off[t, p]})' for t, p in worst))
-    if args.json:
-      with open(args.json, 'w', encoding='utf-8') as f:
-        json.dump({'split': args.split, 'classes': list(trained.classes), 'top1': top1,
-                   'matrix': matrix.tolist()}, f, indent=2)
+    figure_common.write_json(args.json, {'split': args.split, 'classes': list(trained.classes),
+                                         'top1': top1, 'matrix': matrix.tolist()})
 
   return figure_common.run(draw, args)
 

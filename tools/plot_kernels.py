@@ -12,7 +12,6 @@ shows the first run's kernels and every run's scores; the JSON has each run's nu
 """
 
 import argparse
-import json
 import sys
 
 from alexnet_tf import cli_logging  # noqa: F401  first: quiets TensorFlow's C++ logs
@@ -62,9 +61,7 @@ def score_runs(models, layer: str) -> list:
 
 
 def plot(models, runs: list, layer: str, output: str) -> None:
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  plt = figure_common.pyplot()
 
   kernels = activations.tower_kernels(models[0], layer)
   towers = len(kernels)
@@ -93,9 +90,7 @@ def plot(models, runs: list, layer: str, output: str) -> None:
   ax.grid(alpha=0.3)
   figure.suptitle(f'{layer} kernels (first run) and per-kernel colourfulness (every run; '
                   f'p: permutation test of the towers\' gap)', fontsize=10)
-  figure.tight_layout()
-  figure.savefig(output, dpi=110)
-  plt.close(figure)
+  figure_common.save(figure, output, dpi=110)
 
 
 def main(argv=None) -> int:
@@ -110,9 +105,7 @@ def main(argv=None) -> int:
     models = figure_common.open_models(args)
     runs = score_runs(models, args.layer)
     plot(models, runs, args.layer, args.output)
-    if args.json:
-      with open(args.json, 'w', encoding='utf-8') as f:
-        json.dump({'layer': args.layer, 'runs': runs}, f, indent=2)
+    figure_common.write_json(args.json, {'layer': args.layer, 'runs': runs})
     for r, run in enumerate(runs):
       means = ', '.join(f'tower {t} {np.mean(s):.3f}' for t, s in enumerate(run['scores']))
       test = f'; gap {run["gap"]:.3f}, p = {run["p_value"]:.3g}' if 'gap' in run else ''

@@ -12,7 +12,6 @@ over `--score-queries` validation images.
 """
 
 import argparse
-import json
 import sys
 
 from alexnet_tf import cli_logging  # noqa: F401  first: quiets TensorFlow's C++ logs
@@ -37,9 +36,7 @@ def chance(query_labels: np.ndarray, pool_labels: np.ndarray) -> float:
 
 
 def plot(queries, pool, rows, neighbours, classes, layer, output) -> None:
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  plt = figure_common.pyplot()
 
   k = neighbours.shape[1]
   figure, axes = plt.subplots(len(rows), k + 1, figsize=(1.25 * (k + 1), 1.45 * len(rows)),
@@ -57,9 +54,7 @@ def plot(queries, pool, rows, neighbours, classes, layer, output) -> None:
     axes[r][0].spines[:].set_linewidth(2)
   figure.suptitle(f'validation queries (left) and their {k} nearest training images in {layer}',
                   fontsize=9)
-  figure.tight_layout()
-  figure.savefig(output, dpi=120)
-  plt.close(figure)
+  figure_common.save(figure, output)
 
 
 def main(argv=None) -> int:
@@ -98,9 +93,7 @@ def main(argv=None) -> int:
           f'{100 * result["same_class_share"][args.layer]:.1f}% in {args.layer}, '
           f'{100 * result["same_class_share"]["pixels"]:.1f}% in pixel space '
           f'({len(queries.labels)} validation queries, {len(pool.labels)} training images)')
-    if args.json:
-      with open(args.json, 'w', encoding='utf-8') as f:
-        json.dump(result, f, indent=2)
+    figure_common.write_json(args.json, result)
 
   return figure_common.run(draw, args)
 
