@@ -43,11 +43,13 @@ def mosaic(tiles: np.ndarray, columns: int, gap: int = 1) -> np.ndarray:
   return picture
 
 
-def score_runs(models, layer: str) -> list:
-  """Per run: each tower's per-kernel scores and, with two towers, the specialisation test."""
-  runs = []
+def score_runs(models, layer: str):
+  """(runs, the first run's kernels): per run, each tower's per-kernel scores and, with two
+  towers, the specialisation test."""
+  runs, first = [], None
   for trained in models:
     kernels = activations.tower_kernels(trained, layer)
+    first = kernels if first is None else first
     if kernels[0].shape[2] != 3:
       raise ValueError(f'{layer} reads {kernels[0].shape[2]} maps, not the RGB image: colour '
                        f'is a property of the first conv layer\'s kernels only')
@@ -57,13 +59,12 @@ def score_runs(models, layer: str) -> list:
     if len(scores) == 2:
       run.update(activations.specialisation(scores))
     runs.append(run)
-  return runs
+  return runs, first
 
 
-def plot(models, runs: list, layer: str, output: str) -> None:
+def plot(kernels, runs: list, layer: str, output: str) -> None:
+  """`kernels`: the first run's, one [k, k, 3, n] array per tower."""
   plt = figure_common.pyplot()
-
-  kernels = activations.tower_kernels(models[0], layer)
   towers = len(kernels)
   figure, axes = plt.subplots(towers + 1, 1, figsize=(9, 2.2 * towers + 3),
                               gridspec_kw={'height_ratios': [1.0] * towers + [1.2]})
@@ -103,8 +104,8 @@ def main(argv=None) -> int:
 
   def draw(args):
     models = figure_common.open_models(args)
-    runs = score_runs(models, args.layer)
-    plot(models, runs, args.layer, args.output)
+    runs, kernels = score_runs(models, args.layer)
+    plot(kernels, runs, args.layer, args.output)
     figure_common.write_json(args.json, {'layer': args.layer, 'runs': runs})
     for r, run in enumerate(runs):
       means = ', '.join(f'tower {t} {np.mean(s):.3f}' for t, s in enumerate(run['scores']))
