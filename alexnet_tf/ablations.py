@@ -1,6 +1,6 @@
 """The paper's claims as ablations: each one removes or replaces one ingredient of a config.
 
-`python -m alexnet_tf.train --dataset cifar10 --ablation no_lrn` trains the recipe without
+`python -m alexnet_tf.train --dataset cifar10_paper --ablation no_lrn` trains the recipe without
 LRN; `benchmarks/run_ablations.py` trains every row with the same budget and seeds and
 writes the table. Each ablation is data: a name, the paper's claim it tests, and the change
 to the config (a pure function of it, so it applies to the ImageNet net as well).

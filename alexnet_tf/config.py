@@ -1,13 +1,13 @@
 """Every setting of alexnet_tf in one place: frozen dataclasses with the paper's defaults.
 
-A `Config` bundles the model (the layer table), the input pipeline and the training recipe.
-`get_config('imagenet')` is the network of the paper (Krizhevsky et al., NIPS 2012, section 3);
-`get_config('cifar10')` keeps its anatomy at 32x32. Entry points parse flags and build a new
-config with `dataclasses.replace`; library code only ever receives config objects.
+A `Config` bundles the model (the layer table), the input pipeline and the training recipe;
+each dataclass checks its own fields and `Config` the rules between them. The named
+configurations (the paper's ImageNet net, Caffe's, the CIFAR-10 recipe) are in `recipes`.
+Entry points parse flags and build a new config with `dataclasses.replace`; library code
+only ever receives config objects.
 """
 
 import dataclasses
-import math
 from typing import Optional, Tuple
 
 FULL = 'full'  # the layer reads the maps of both towers (the paper's cross-GPU connection)
@@ -20,6 +20,9 @@ PADDINGS = ('VALID', 'SAME')
 # Compute precisions (alexnet_tf.precision): variables, loss and metrics stay float32 in all.
 FP32, BF16, FP16 = 'fp32', 'bf16', 'fp16'
 PRECISIONS = (FP32, BF16, FP16)
+# What normalises the conv layers: the paper's LRN (section 3.3), or batch normalisation.
+LRN, BATCH = 'lrn', 'batch'
+NORMALIZATIONS = (LRN, BATCH)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -125,6 +128,9 @@ class ModelConfig:
   # The dtype the layers compute in (variables stay float32): fp32 unless asked, because
   # bf16 pays only on hardware with bf16 matrix units; `train --precision auto` decides.
   precision: str = FP32
+  # LRN where the table asks for it (paper 3.3). BATCH: batch normalisation after every conv
+  # (before its ReLU) and no LRN, as the Keras ports did: not the paper's, offered to compare.
+  normalization: str = LRN
 
   def __post_init__(self):
     if self.num_towers < 1:
@@ -136,6 +142,8 @@ class ModelConfig:
       raise ValueError(f'lrn_impl must be one of {LRN_IMPLS}, got {self.lrn_impl!r}')
     _require(self.precision in PRECISIONS,
              f'precision must be one of {PRECISIONS}, got {self.precision!r}')
+    _require(self.normalization in NORMALIZATIONS,
+             f'normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}')
     if not self.conv_layers:
       raise ValueError('the layer table needs at least one conv layer')
     if self.conv_layers[0].reads != FULL:
@@ -163,55 +171,6 @@ class ModelConfig:
     _require(self.pool_size >= 1 and self.pool_stride >= 1 and self.pool_padding in PADDINGS,
              f'pooling needs size and stride >= 1 and VALID or SAME padding, got '
              f'{self.pool_size}, {self.pool_stride}, {self.pool_padding!r}')
-
-
-IMAGENET_MODEL = ModelConfig(
-    name='imagenet',
-    image_size=227,  # (227 - 11) / 4 + 1 = 55; the paper's "224" is a known error
-    conv_layers=(
-        ConvLayer('conv1', 96, 11, stride=4, padding='VALID', reads=FULL, bias_init=0.0,
-                  lrn=True, pool=True),
-        ConvLayer('conv2', 256, 5, reads=OWN, bias_init=1.0, lrn=True, pool=True),
-        ConvLayer('conv3', 384, 3, reads=FULL, bias_init=0.0),
-        ConvLayer('conv4', 384, 3, reads=OWN, bias_init=1.0),
-        ConvLayer('conv5', 256, 3, reads=OWN, bias_init=1.0, pool=True),
-    ),
-    dense_layers=(DenseLayer('fc6', 4096), DenseLayer('fc7', 4096)),
-    num_classes=1000,
-)
-
-def he_stddev(fan_in: int, input_std: float = 1.0) -> float:
-  """sqrt(2 / fan_in) / input_std: the Gaussian std that keeps ReLU activations at unit scale
-  (He et al., 2015) for inputs of standard deviation `input_std`."""
-  return math.sqrt(2.0 / fan_in) / input_std
-
-
-# CIFAR-10 keeps AlexNet's anatomy (5 conv + 3 fc, two towers with the same own/full
-# connectivity, ReLU, LRN after conv1/conv2, overlapping 3x3/2 pooling, dropout 0.5, the same
-# bias rule, Gaussian weights) with kernels and widths scaled to a 32x32 input. SAME pooling
-# halves 32 -> 16 -> 8 -> 4. Widths are half of conv-tower widths that CPU throughput allows:
-# ~400 images/s for a training step on 2 cores, 5x the first, wider table's rate.
-# Init: with N(0, 0.01) everywhere this 8-layer net stays at chance for well over an epoch
-# (measured: loss 2.31 after 150 steps); the conv layers use He scaling instead (conv1 for
-# inputs of std ~60, the 0-255 mean-subtracted pixels), the fully connected ones keep 0.01.
-_CIFAR_INPUT_STD = 60.0  # std of mean-subtracted CIFAR-10 pixels on 0-255 (measured ~62)
-CIFAR10_MODEL = ModelConfig(
-    name='cifar10',
-    image_size=32,  # the full CIFAR image; training crops 32x32 out of a 4-pixel padded copy
-    conv_layers=(
-        ConvLayer('conv1', 48, 5, reads=FULL, bias_init=0.0, lrn=True, pool=True,
-                  init_stddev=he_stddev(5 * 5 * 3, _CIFAR_INPUT_STD)),
-        ConvLayer('conv2', 96, 3, reads=OWN, bias_init=1.0, lrn=True, pool=True,
-                  init_stddev=he_stddev(3 * 3 * 24)),
-        ConvLayer('conv3', 192, 3, reads=FULL, bias_init=0.0, init_stddev=he_stddev(3 * 3 * 96)),
-        ConvLayer('conv4', 192, 3, reads=OWN, bias_init=1.0, init_stddev=he_stddev(3 * 3 * 96)),
-        ConvLayer('conv5', 128, 3, reads=OWN, bias_init=1.0, pool=True,
-                  init_stddev=he_stddev(3 * 3 * 96)),
-    ),
-    dense_layers=(DenseLayer('fc6', 512), DenseLayer('fc7', 512)),
-    num_classes=10,
-    pool_padding='SAME',  # 32 is not 2k+3, so VALID pooling would drop border pixels
-)
 
 
 SUBTRACT_MEAN_MODES = ('pixel', 'rgb', 'none')
@@ -252,11 +211,8 @@ class DataConfig:
              f'DataConfig.cycle_length must be >= 1, got {self.cycle_length}')
 
 
-IMAGENET_DATA = DataConfig(crop_size=227)
-CIFAR10_DATA = DataConfig(crop_size=32, pad=4, cache_decoded=True)
-
-
-SCHEDULES = ('plateau', 'step')
+# plateau: the paper's rule; step: fixed /10 steps; linear: warm-up, then linear decay to 0.
+SCHEDULES = ('plateau', 'step', 'linear')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,6 +221,7 @@ class TrainConfig:
   batch_size: int = 128  # paper 5
   learning_rate: float = 0.01  # paper 5: initial rate, equal for all layers
   momentum: float = 0.9  # paper 5
+  nesterov: bool = False  # paper 5 uses plain momentum
   weight_decay: float = 5e-4  # paper 5; applied as 0.0005/2 * ||w||^2 on weights only
   schedule: str = 'plateau'  # paper 5: divide by 10 when validation error stops improving
   lr_decay_factor: float = 0.1  # paper 5: divided by 10
@@ -273,6 +230,8 @@ class TrainConfig:
   step_boundaries_epochs: Tuple[float, ...] = (30.0, 60.0, 80.0)  # the fixed-step schedule
   epochs: float = 90.0  # paper 5: roughly 90 cycles through the training set
   max_steps: Optional[int] = None  # overrides epochs when set
+  warmup_epochs: float = 0.0  # 'linear': epochs of rising rate from 0; the paper has none
+  label_smoothing: float = 0.0  # paper 5 trains on hard targets
   eval_every_epochs: float = 1.0  # plateau decisions need a validation error each epoch
   keep_checkpoints: int = 5  # the last N, plus the best one kept separately
   seed: Optional[int] = None  # graph-level seed; None: nondeterministic
@@ -301,6 +260,12 @@ class TrainConfig:
     _require(self.epochs > 0, f'TrainConfig.epochs must be positive, got {self.epochs}')
     _require(self.max_steps is None or self.max_steps >= 1,
              f'TrainConfig.max_steps must be None or >= 1, got {self.max_steps}')
+    _require(self.warmup_epochs >= 0 and (self.warmup_epochs < self.epochs or
+                                          self.max_steps is not None),
+             f'TrainConfig.warmup_epochs must be >= 0 and shorter than the run, got '
+             f'{self.warmup_epochs} of {self.epochs} epochs')
+    _require(0 <= self.label_smoothing < 1,
+             f'TrainConfig.label_smoothing must be in [0, 1), got {self.label_smoothing}')
     _require(self.eval_every_epochs > 0,
              f'TrainConfig.eval_every_epochs must be positive, got {self.eval_every_epochs}')
     _require(self.keep_checkpoints >= 1,
@@ -338,40 +303,6 @@ class Config:
     _require(not self.train.trainable or self.model.logits_name in self.train.trainable,
              f'TrainConfig.trainable must include the new classifier '
              f'{self.model.logits_name}, got {",".join(self.train.trainable)}')
-
-
-
-# Caffe's bvlc_alexnet (tools/import_weights.py): the paper's table with what its weights were
-# trained with. Caffe's LRN (alpha / n, k = 1) over the full width of conv1 and conv2; the
-# (B, G, R) = (104.0, 116.7, 122.7) mean of its reference models, here in RGB order (the
-# importer turns conv1's BGR kernels to RGB, so the net reads RGB as every run does); the
-# 227 crops of 256 images are the paper's.
-CAFFE_MEAN_RGB = (122.7, 116.7, 104.0)
-CAFFE_ALEXNET_MODEL = dataclasses.replace(IMAGENET_MODEL, name='caffe_alexnet', lrn=CAFFE_LRN,
-                                          lrn_across_towers=True)
-CAFFE_ALEXNET_DATA = dataclasses.replace(IMAGENET_DATA, subtract_mean='rgb',
-                                         mean_rgb=CAFFE_MEAN_RGB)
-
-CONFIGS = {
-    'imagenet': Config(IMAGENET_MODEL, IMAGENET_DATA, TrainConfig()),
-    'caffe_alexnet': Config(CAFFE_ALEXNET_MODEL, CAFFE_ALEXNET_DATA, TrainConfig()),
-    # Sized to ~30 minutes on a 2-core CPU (~2 min per epoch): at 0.01 the validation error
-    # still falls ~1 point per epoch at epoch 12, so the plateau rule would not decay within
-    # the budget; two fixed /10 steps give the decays' gain (+6 points at the first) in time.
-    # `--schedule plateau --epochs 90` is the paper's rule for longer budgets.
-    'cifar10': Config(CIFAR10_MODEL, CIFAR10_DATA,
-                      TrainConfig(epochs=15.0, schedule='step',
-                                  step_boundaries_epochs=(10.0, 13.0))),
-}
-
-
-def get_config(name: str) -> Config:
-  """The named configuration; `folder` datasets start from `imagenet` with their own classes."""
-  try:
-    return CONFIGS[name]
-  except KeyError:
-    raise ValueError(f'unknown config {name!r}; choose one of {sorted(CONFIGS)}') from None
-
 
 def to_dict(config: Config) -> dict:
   """A JSON-ready dict of the whole config (saved next to checkpoints as `config.json`)."""

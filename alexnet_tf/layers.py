@@ -18,6 +18,10 @@ tf1 = tf.compat.v1
 
 WEIGHTS = 'weights'
 BIASES = 'biases'
+# Batch normalisation (ModelConfig.normalization 'batch', not the paper's): Keras's constants,
+# the ones the batch-norm ports of AlexNet trained with.
+BATCH_NORM_DECAY = 0.99  # moving statistics average the last ~100 batches
+BATCH_NORM_EPSILON = 1e-3
 
 
 def _variables(weight_shape, num_outputs, stddev, bias_init, compute):
@@ -94,6 +98,35 @@ def _check_exact_tiling(inputs, window, stride, padding, name):
           f'stride {stride} and VALID padding ({size} - {window} is not a multiple of '
           f'{stride}); the trailing pixels would be dropped. AlexNet takes 227x227 inputs: '
           f'the paper\'s "224" is a known error.')
+
+
+def batch_norm(inputs, training, scope='batch_norm'):
+  """Batch normalisation per channel: [batch, height, width, channels] -> the same shape.
+
+  Learned scale `gamma` (1) and offset `beta` (0) are float32 whatever the input's dtype
+  (the fused kernel takes them so). Training normalises with the batch's statistics and
+  adds the update of `moving_mean` and `moving_variance` to the UPDATE_OPS collection (the
+  model_fn runs them with every step); evaluation and serving use the moving statistics.
+  """
+  with tf1.variable_scope(scope):
+    channels = int(inputs.shape[-1])
+    gamma = tf1.get_variable('gamma', [channels], tf.float32, tf1.ones_initializer())
+    beta = tf1.get_variable('beta', [channels], tf.float32, tf1.zeros_initializer())
+    # MEAN: under a mirrored strategy each replica's update is averaged, as Keras's are.
+    moving = [tf1.get_variable(name, [channels], tf.float32, init, trainable=False,
+                               aggregation=tf.VariableAggregation.MEAN)
+              for name, init in (('moving_mean', tf1.zeros_initializer()),
+                                 ('moving_variance', tf1.ones_initializer()))]
+    if not training:
+      outputs, _, _ = tf1.nn.fused_batch_norm(inputs, gamma, beta, moving[0], moving[1],
+                                              epsilon=BATCH_NORM_EPSILON, is_training=False)
+      return outputs
+    outputs, mean, variance = tf1.nn.fused_batch_norm(inputs, gamma, beta,
+                                                      epsilon=BATCH_NORM_EPSILON)
+    for variable, value in zip(moving, (mean, variance)):
+      tf1.add_to_collection(tf1.GraphKeys.UPDATE_OPS, tf1.assign_sub(
+          variable, (variable - value) * (1 - BATCH_NORM_DECAY)))
+    return outputs
 
 
 def local_response_norm(inputs, config: LRNConfig, impl='reference', name='lrn'):

@@ -20,7 +20,7 @@ Endpoints of the ImageNet net on a [batch, 227, 227, 3] input (see also README.m
   fc8 [b, 1000] (the logits)
 60,965,224 trainable parameters with two towers, 62,378,344 with one.
 
-Endpoints of the CIFAR-10 net (`config.CIFAR10_MODEL`) on [batch, 32, 32, 3]:
+Endpoints of the CIFAR-10 net (`recipes.CIFAR10_MODEL`) on [batch, 32, 32, 3]:
   conv1 [b, 32, 32, 48]   pool1 [b, 16, 16, 48]  conv2 [b, 16, 16, 96]  pool2 [b, 8, 8, 96]
   conv3 [b, 8, 8, 192]    conv4 [b, 8, 8, 192]   conv5 [b, 8, 8, 128]   pool5 [b, 4, 4, 128]
   flatten [b, 2048]       fc6 [b, 512]           fc7 [b, 512]           fc8 [b, 10]
@@ -37,12 +37,13 @@ layer (Caffe), each tower reading its neighbours' `depth_radius` edge maps.
 """
 
 import contextlib
+import dataclasses
 from typing import Dict, List, Tuple
 
 import tensorflow as tf
 
 from alexnet_tf import layers, precision
-from alexnet_tf.config import FULL, ModelConfig
+from alexnet_tf.config import BATCH, FULL, ModelConfig
 
 tf1 = tf.compat.v1
 
@@ -57,7 +58,7 @@ def build_alexnet(images: tf.Tensor, config: ModelConfig, training: bool,
     images: float [batch, S, S, 3] with S = config.image_size, RGB, mean subtracted; cast
       to the compute dtype of config.precision.
     config: the layer table and layer hyper-parameters.
-    training: Python bool; enables dropout.
+    training: Python bool; enables dropout (and batch statistics with batch normalisation).
     scope: variable scope of all variables and endpoint names.
 
   Returns:
@@ -74,7 +75,7 @@ def build_alexnet(images: tf.Tensor, config: ModelConfig, training: bool,
     images = tf.cast(images, compute)
   with tf1.variable_scope(scope):
     tower = _TowerScopes(config)
-    towers = _build_conv_towers(images, config, tower, endpoints)
+    towers = _build_conv_towers(images, config, tower, training, endpoints)
     towers = _build_dense_towers(towers, config, tower, training, endpoints)
     with tf.device(config.tower_devices[0]), tf1.variable_scope('classifier'):
       logits = layers.dense(_read_full(towers), config.num_classes,
@@ -139,8 +140,11 @@ def _add_endpoint(endpoints, name, towers):
                      else tf.concat(towers, axis=-1, name=name))
 
 
-def _build_conv_towers(images, config, tower, endpoints) -> List[tf.Tensor]:
+def _build_conv_towers(images, config, tower, training, endpoints) -> List[tf.Tensor]:
   towers = [images]  # conv1 reads FULL, so every tower sees the whole image
+  if config.normalization == BATCH:  # batch norm replaces LRN: one normalisation per layer
+    config = dataclasses.replace(config, conv_layers=tuple(
+        dataclasses.replace(spec, lrn=False) for spec in config.conv_layers))
   for spec in config.conv_layers:
     stages = {'conv': [], 'lrn': [], 'pool': []}
     # Caffe's LRN over the full width needs every tower's maps before any tower normalises.
@@ -149,9 +153,12 @@ def _build_conv_towers(images, config, tower, endpoints) -> List[tf.Tensor]:
     for t in range(config.num_towers):
       with tower(t):
         x = _read_full(towers) if spec.reads == FULL else towers[t]
-        x = tf.nn.relu(layers.conv2d(
-            x, spec.filters // config.num_towers, spec.kernel, spec.stride, spec.padding,
-            spec.bias_init, _stddev(spec.init_stddev, config), scope=spec.name))
+        x = layers.conv2d(x, spec.filters // config.num_towers, spec.kernel, spec.stride,
+                          spec.padding, spec.bias_init, _stddev(spec.init_stddev, config),
+                          scope=spec.name)
+        if config.normalization == BATCH:
+          x = layers.batch_norm(x, training, scope=f'{spec.name}/batch_norm')
+        x = tf.nn.relu(x)
         stages['conv'].append(x)
         if not across:
           outputs.append(_normalize_and_pool(x, spec, config, stages))

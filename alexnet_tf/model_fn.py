@@ -113,7 +113,12 @@ def make_model_fn(model_config: ModelConfig, train_config: TrainConfig,
     # All of the net's unless fine-tuning freezes some layers.
     variables = finetune.trainable_variables(tf1.trainable_variables(), model_config,
                                              train_config)
-    if logits.shape.rank == 2:
+    if logits.shape.rank == 2 and training and train_config.label_smoothing:
+      # Targets of 1 - s + s / K and s / K: the training loss only; EVAL reports the plain one.
+      cross_entropy = tf1.losses.softmax_cross_entropy(
+          tf.one_hot(labels, model_config.num_classes), logits,
+          label_smoothing=train_config.label_smoothing)
+    elif logits.shape.rank == 2:
       cross_entropy = tf1.losses.sparse_softmax_cross_entropy(labels, logits)
     else:  # 10-crop: the cross-entropy of the averaged softmax that makes the prediction
       cross_entropy = -tf.reduce_mean(tf.math.log(tf.maximum(
@@ -151,11 +156,14 @@ def make_model_fn(model_config: ModelConfig, train_config: TrainConfig,
       tf1.summary.image('inputs', (shown - lo) / tf.maximum(hi - lo, 1e-6),
                         max_outputs=image_summaries)
     optimizer = precision.loss_scaled(
-        tf1.train.MomentumOptimizer(lr, momentum=train_config.momentum), model_config.precision)
+        tf1.train.MomentumOptimizer(lr, momentum=train_config.momentum,
+                                    use_nesterov=train_config.nesterov), model_config.precision)
     # Only `variables` get gradients and momentum slots (the frozen layers, none).
     grads_and_vars = finetune.scale_restored_gradients(
         optimizer.compute_gradients(loss, var_list=variables), model_config, train_config)
-    train_op = optimizer.apply_gradients(grads_and_vars, global_step=global_step)
+    # Batch normalisation's moving statistics (none with LRN) update with every step.
+    with tf.control_dependencies(tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)):
+      train_op = optimizer.apply_gradients(grads_and_vars, global_step=global_step)
     return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
 
   return model_fn

@@ -115,9 +115,12 @@ def train_and_evaluate(config: Config, data_dir: str, model_dir: str,
 
 def learning_rate_fn(train: config_lib.TrainConfig, plan: RunPlan,
                      state: schedule.PlateauState) -> schedule.LearningRateFn:
-  """The training graph's rate: the plateau variable at `state`'s rate, or the steps."""
+  """The training graph's rate: the plateau variable at `state`'s rate, or the steps'."""
   if train.schedule == 'plateau':
     return schedule.plateau_variable(state.learning_rate)
+  if train.schedule == 'linear':
+    return schedule.linear(train.learning_rate,
+                           schedule.warmup_steps(train, plan.steps_per_epoch), plan.total_steps)
   return schedule.piecewise(train.learning_rate,  # 'step' (TrainConfig knows no others)
                             schedule.step_boundaries(train, plan.steps_per_epoch),
                             train.lr_decay_factor)
@@ -165,11 +168,11 @@ def record_evaluation(model_dir: str, train_config: config_lib.TrainConfig, plan
   plateau = train_config.schedule == 'plateau'
   # The rate that trained the steps up to `step`: before this evaluation's decision.
   rate = (state.learning_rate if plateau else
-          schedule.step_rate(train_config, plan.steps_per_epoch, step))
+          schedule.step_rate(train_config, plan.steps_per_epoch, step, plan.total_steps))
   new_state = state.after_evaluation(1.0 - metrics['top1_accuracy'], step, train_config)
-  if not plateau:  # the state holds the rate in use, which is the step's for 'step'
+  if not plateau:  # the state holds the rate in use, which is the step's for the others
     new_state = dataclasses.replace(new_state, learning_rate=schedule.step_rate(
-        train_config, plan.steps_per_epoch, step + 1))
+        train_config, plan.steps_per_epoch, step + 1, plan.total_steps))
   if new_state.best_step == step:
     rundir.keep_best(model_dir, step, metrics)
   if new_state.decays > state.decays:

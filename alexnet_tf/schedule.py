@@ -5,6 +5,11 @@ with the current learning rate". Its state (`PlateauState`) is saved in the run 
 after each evaluation (`rundir.save_schedule_state`), so a killed run continues with the rate
 it had; in the training graph the rate is a variable that the run loop sets after a decay.
 `step`: a fixed piecewise-constant schedule on the global step.
+`linear`: a rate rising linearly from 0 over the warm-up, then falling linearly to 0 at the
+last step: the shape budgeted-training studies find best when the number of steps is known
+(Li et al., ICLR 2020). tensorflow-addons' cyclical rates do not serve here: they are
+symmetric triangles between two rates, so a cycle cannot rise for one epoch and fall for
+fifteen, and its end returns to the starting rate instead of 0.
 """
 
 import dataclasses
@@ -87,11 +92,41 @@ def step_boundaries(config: TrainConfig, steps_per_epoch: int) -> List[int]:
   return [round(b * steps_per_epoch) for b in config.step_boundaries_epochs]
 
 
-def step_rate(config: TrainConfig, steps_per_epoch: int, step: int) -> float:
-  """The fixed schedule's rate that trained the step reaching global step `step` (as
-  `piecewise` computes it in the graph from the global step before the update)."""
+def step_rate(config: TrainConfig, steps_per_epoch: int, step: int,
+              total_steps: Optional[int] = None) -> float:
+  """The rate of a step-driven schedule ('step' or 'linear', which needs `total_steps`) that
+  trained the step reaching global step `step`, as the graph computes it from the global
+  step before the update."""
+  if config.schedule == 'linear':
+    if total_steps is None:
+      raise ValueError("the 'linear' schedule's rate needs the run's total_steps")
+    return linear_rate(config.learning_rate, warmup_steps(config, steps_per_epoch),
+                       total_steps, step - 1)
   decays = sum(step - 1 > b for b in step_boundaries(config, steps_per_epoch))
   return config.learning_rate * config.lr_decay_factor ** decays
+
+
+def warmup_steps(config: TrainConfig, steps_per_epoch: int) -> int:
+  return round(config.warmup_epochs * steps_per_epoch)
+
+
+def linear_rate(peak: float, warmup: int, total: int, step: int) -> float:
+  """The 'linear' schedule at global step `step` (the graph's formula, in Python): the
+  step-th update of `total` uses peak * (step + 1) / warmup while warming up (never 0, so
+  the first update moves), then peak * (total - step) / (total - warmup)."""
+  if step < warmup:
+    return peak * (step + 1) / warmup
+  return peak * max(total - step, 0) / max(total - warmup, 1)
+
+
+def linear(peak: float, warmup: int, total: int) -> LearningRateFn:
+  """The 'linear' schedule in the graph: `linear_rate` of the global step."""
+  def fn(global_step):
+    step = tf.cast(global_step, tf.float32)
+    rising = peak * (step + 1.0) / max(warmup, 1)
+    falling = peak * tf.maximum(float(total) - step, 0.0) / max(total - warmup, 1)
+    return tf.where(step < warmup, rising, falling)
+  return fn
 
 
 def piecewise(learning_rate: float, boundaries_steps: Sequence[int],

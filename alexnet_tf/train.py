@@ -19,6 +19,7 @@ import tensorflow as tf
 from alexnet_tf import ablations, distribute, finetune, input_pipeline, precision, records
 from alexnet_tf import rundir, run_loop
 from alexnet_tf import config as cfg
+from alexnet_tf import recipes
 from alexnet_tf.convert import cifar10
 from alexnet_tf.hooks import NonFiniteLossError
 
@@ -38,7 +39,7 @@ class Paths:
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog='python -m alexnet_tf.train', description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--dataset', default='cifar10', choices=sorted(cfg.CONFIGS),
+  p.add_argument('--dataset', default='cifar10', choices=sorted(recipes.CONFIGS),
                  help='which network and recipe (default: %(default)s)')
   p.add_argument('--data-dir', help='converted TFRecords (dataset.json + shards); for '
                  'cifar10 the default is checkpoints/data/cifar10, downloaded if missing')
@@ -51,7 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--max-steps', type=int, help='training steps (overrides --epochs)')
   p.add_argument('--batch-size', type=int)
   p.add_argument('--learning-rate', type=float, help='initial learning rate')
-  p.add_argument('--schedule', choices=('plateau', 'step'))
+  p.add_argument('--schedule', choices=cfg.SCHEDULES, help='plateau: /10 when the validation '
+                 'error stops improving (the paper); step: /10 at --decay-epochs; linear: '
+                 '--warmup-epochs rising, then falling to 0 at the end')
+  p.add_argument('--warmup-epochs', type=float, help='linear schedule: epochs of warm-up')
+  p.add_argument('--label-smoothing', type=float, metavar='S', help='train on targets of '
+                 '1 - S + S/K and S/K (0: the paper\'s hard targets)')
+  p.add_argument('--nesterov', action=argparse.BooleanOptionalAction,
+                 help='Nesterov momentum (--no-nesterov: the paper\'s plain momentum)')
+  p.add_argument('--normalization', choices=cfg.NORMALIZATIONS, help='lrn: the paper\'s LRN; '
+                 'batch: batch normalisation after every conv instead (not the paper\'s)')
   p.add_argument('--decay-epochs', help='the step schedule\'s boundaries: comma-separated '
                  'epochs after which the rate is divided by 10, e.g. "20,26"')
   p.add_argument('--eval-every', type=float, help='evaluate every this many epochs')
@@ -116,7 +126,7 @@ def config_from_args(args: argparse.Namespace,
     ValueError: a bad flag value, or a --precision this hardware lacks
       (`precision.PrecisionUnavailableError`), with a message naming the flag.
   """
-  base = cfg.get_config(args.dataset)
+  base = recipes.get_config(args.dataset)
   if args.ablation and args.init_from:
     raise ValueError('--ablation changes the net, and --init-from takes the net of its run '
                      'directory: use one of them')
@@ -128,6 +138,8 @@ def config_from_args(args: argparse.Namespace,
       ('epochs', args.epochs), ('max_steps', args.max_steps), ('batch_size', args.batch_size),
       ('learning_rate', args.learning_rate), ('schedule', args.schedule),
       ('eval_every_epochs', args.eval_every), ('seed', args.seed),
+      ('warmup_epochs', args.warmup_epochs), ('label_smoothing', args.label_smoothing),
+      ('nesterov', args.nesterov),
       ('init_from', args.init_from), ('restored_lr_scale', args.restored_lr_scale))
       if value is not None}
   if args.trainable is not None:
@@ -140,6 +152,8 @@ def config_from_args(args: argparse.Namespace,
     model_overrides.update(tower_devices=devices, num_towers=len(devices))
   if args.lrn_impl:
     model_overrides['lrn_impl'] = args.lrn_impl
+  if args.normalization:
+    model_overrides['normalization'] = args.normalization
   devices = model_overrides.get('tower_devices', base.model.tower_devices)
   towers = devices[:model_overrides.get('num_towers', base.model.num_towers)]
   try:
@@ -150,14 +164,21 @@ def config_from_args(args: argparse.Namespace,
   model_overrides['precision'] = choice.precision
   config = cfg.Config(model=dataclasses.replace(base.model, **model_overrides),
                       data=base.data, train=dataclasses.replace(base.train, **train_overrides))
-  if args.data_dir is None and args.dataset != 'cifar10':
+  data = recipes.data_name(args.dataset)
+  if args.decay_epochs is not None and config.train.schedule != 'step':
+    raise ValueError(f'--decay-epochs is for --schedule step; the {args.dataset} recipe '
+                     f'uses {config.train.schedule}')
+  if args.warmup_epochs is not None and config.train.schedule != 'linear':
+    raise ValueError(f'--warmup-epochs is for --schedule linear; the {args.dataset} recipe '
+                     f'uses {config.train.schedule}')
+  if args.data_dir is None and data != 'cifar10':
     raise ValueError(f'--dataset {args.dataset} needs --data-dir: only CIFAR-10 can be '
                      f'downloaded; convert yours with tools/make_tfrecords.py')
-  if args.source and args.dataset != 'cifar10':
+  if args.source and data != 'cifar10':
     raise ValueError('--source is only for --dataset cifar10')
   model_dir = args.model_dir or os.path.join(CHECKPOINTS_ROOT, args.dataset)
   paths = Paths(
-      data_dir=args.data_dir or os.path.join(CHECKPOINTS_ROOT, 'data', args.dataset),
+      data_dir=args.data_dir or os.path.join(CHECKPOINTS_ROOT, 'data', data),
       model_dir=model_dir,
       export_dir=None if args.no_export else (args.export_dir or os.path.join(model_dir, 'export')),
       source=args.source)

@@ -66,7 +66,7 @@ import skimage.data  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from alexnet_tf import config as config_lib  # noqa: E402
+from alexnet_tf import recipes  # noqa
 from alexnet_tf import input_pipeline  # noqa: E402
 from alexnet_tf import records  # noqa: E402
 
@@ -387,12 +387,12 @@ def main(argv=None):
   with tempfile.TemporaryDirectory(prefix='bench_input_pipeline_') as tmp:
     for name in names:
       if name == 'imagenet':
-        data_config = config_lib.get_config('imagenet').data
+        data_config = recipes.get_config('imagenet').data
         data_dir = os.path.join(tmp, 'imagenet')
         write_dataset(data_dir, imagenet_images(args.records), 8, 'imagenet-sample-photos')
         source = 'sample photos 400x350 -> 256x256 JPEG q95'
       elif name == 'cifar':
-        data_config = config_lib.get_config('cifar10').data
+        data_config = recipes.get_config('cifar10').data
         if args.cifar_dir:
           data_dir, source = args.cifar_dir, f'converted shards {args.cifar_dir}'
         else:

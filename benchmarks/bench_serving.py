@@ -223,9 +223,9 @@ def measure(net, data_dir, work_dir, args, other_precisions):
 
 def main(argv=None):
   args = parse_args(argv)
-  from alexnet_tf import config as config_lib  # pylint: disable=import-outside-toplevel
+  from alexnet_tf import recipes  # pylint: disable=import-outside-toplevel
   precisions, unmeasurable, emulated = common.measurable_precisions(
-      args, config_lib.IMAGENET_MODEL.tower_devices)
+      args, recipes.IMAGENET_MODEL.tower_devices)
   results = common.new_results(
       'bench_serving', args, targets={'latency_ratio_jpeg_vs_bare': TARGET_LATENCY_RATIO},
       precisions_measured=precisions, precisions_not_measurable=unmeasurable,

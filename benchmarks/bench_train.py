@@ -54,6 +54,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (imports alexnet_tf before TensorFlow)
 from summarize import NO_LRN, bare_label  # noqa: E402  (TensorFlow-free)
 from alexnet_tf import config as config_lib  # noqa: E402
+from alexnet_tf import recipes  # noqa
 
 TARGET_LOOP_RATIO = 0.95
 TARGET_LRN_SPEEDUP = 1.10
@@ -65,7 +66,7 @@ DEFAULT_STEPS = {'imagenet': 20, 'cifar10': 300}
 
 
 def parse_args(argv=None):
-  default_impl = config_lib.IMAGENET_MODEL.lrn_impl
+  default_impl = recipes.IMAGENET_MODEL.lrn_impl
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--batch-size', type=int, default=128)
   parser.add_argument('--warmup', type=int, default=3, help='untimed steps first')
@@ -231,10 +232,10 @@ def main(argv=None):
     raise SystemExit(f'unknown LRN implementations {unknown}; choose from {known}')
   if args.rounds < 1:
     raise SystemExit(f'--rounds must be >= 1, got {args.rounds}')
-  towers = config_lib.IMAGENET_MODEL.tower_devices
+  towers = recipes.IMAGENET_MODEL.tower_devices
   precisions, unmeasurable, emulated = common.measurable_precisions(args, towers)
   results = common.new_results(
-      'bench_train', args, default_lrn_impl=config_lib.IMAGENET_MODEL.lrn_impl,
+      'bench_train', args, default_lrn_impl=recipes.IMAGENET_MODEL.lrn_impl,
       targets={'loop_over_bare': TARGET_LOOP_RATIO, 'lrn_speedup': TARGET_LRN_SPEEDUP,
                'peak_rss_gib': TARGET_PEAK_GIB,
                'precision_speedup_imagenet_loop': TARGET_PRECISION_SPEEDUP},

@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from alexnet_tf import config as config_lib  # noqa: E402
+from alexnet_tf import recipes  # noqa: E402
 from alexnet_tf import records  # noqa: E402
 from alexnet_tf.config import FULL, Config, ModelConfig  # noqa: E402
 
@@ -200,7 +201,7 @@ def peak_rss_gib() -> float:
 def net_config(name: str, lrn_impl: Optional[str] = None, batch_size: Optional[int] = None,
                num_classes: Optional[int] = None, precision: Optional[str] = None) -> Config:
   """The product's config `name` ('imagenet' or 'cifar10') with benchmark overrides."""
-  config = config_lib.get_config(name)
+  config = recipes.get_config(name)
   model = config.model
   if lrn_impl:
     model = dataclasses.replace(model, lrn_impl=lrn_impl)

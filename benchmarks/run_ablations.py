@@ -3,7 +3,7 @@
     python benchmarks/run_ablations.py --data-dir data/cifar10 --runs-dir ablations \
         --epochs 4 --decay-epochs 2.7,3.5 --seeds 1,2
 
-Each run is `python -m alexnet_tf.train --dataset cifar10 --ablation NAME ...` followed by
+Each run is `python -m alexnet_tf.train --dataset cifar10_paper --ablation NAME ...` followed by
 `python -m alexnet_tf.evaluate --checkpoint latest` (the final weights, not the best on the
 validation split, so no row is selected on the data it is scored on). A run that already has
 its evaluation is not trained again, so a killed table resumes; an unfinished run resumes from
@@ -96,7 +96,8 @@ def write_table(args, output: str, done: dict) -> None:
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--dataset', default='cifar10')
+  p.add_argument('--dataset', default='cifar10_paper',
+                 help='the recipe whose ingredients are ablated (default: the paper\'s)')
   p.add_argument('--data-dir', required=True)
   p.add_argument('--runs-dir', required=True)
   p.add_argument('--rows', default=','.join([BASELINE] + list(ablations.ABLATIONS)),

@@ -6,9 +6,10 @@ import dataclasses
 import pytest
 
 from alexnet_tf import config as cfg
+from alexnet_tf import recipes
 from alexnet_tf import train
 
-CIFAR = cfg.get_config('cifar10')
+CIFAR = recipes.get_config('cifar10')
 
 
 @pytest.mark.parametrize('changes, message', [
@@ -47,14 +48,14 @@ def test_train_config_rejects_bad_fields(changes, message):
 def test_config_requires_the_crop_to_be_the_net_input():
   with pytest.raises(ValueError, match='takes 32x32 inputs, but DataConfig.crop_size is 28'):
     dataclasses.replace(CIFAR, data=dataclasses.replace(CIFAR.data, crop_size=28))
-  imagenet = cfg.get_config('imagenet')
+  imagenet = recipes.get_config('imagenet')
   with pytest.raises(ValueError, match='takes 227x227 inputs'):
     cfg.Config(imagenet.model, CIFAR.data, imagenet.train)
 
 
-@pytest.mark.parametrize('name', sorted(cfg.CONFIGS))
+@pytest.mark.parametrize('name', sorted(recipes.CONFIGS))
 def test_configs_round_trip_through_their_dict(name):
-  config = cfg.get_config(name)
+  config = recipes.get_config(name)
   assert cfg.from_dict(cfg.to_dict(config)) == config
 
 

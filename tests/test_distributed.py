@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 
@@ -19,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import config as config_lib
+from alexnet_tf import recipes
 from alexnet_tf import (distribute, evaluate, export, input_pipeline, loopback, records,
                         rundir, run_loop, schedule)
 from alexnet_tf.distribute import Cluster, Distribution
@@ -141,7 +141,7 @@ def warm_run(cifar10_subset_records, tmp_path_factory):
   """One step of a single-device run without dropout: a checkpoint both sides of the
   mirrored comparison start from (the initialisation of a mirrored graph draws other
   random numbers)."""
-  base = config_lib.get_config('cifar10')
+  base = recipes.get_config('cifar10')
   config = config_lib.Config(
       model=dataclasses.replace(base.model, dropout_rate=0.0), data=base.data,
       train=dataclasses.replace(base.train, batch_size=BATCH, max_steps=1, seed=11,
@@ -240,7 +240,7 @@ def test_bad_strategy_and_tf_config_combinations_are_refused(strategy, tf_config
 
 def test_the_plateau_schedule_is_refused_in_a_cluster():
   cluster = Cluster({'chief': ('a:1',), 'worker': ('b:2',)}, 'worker', 0)
-  config = config_lib.get_config('cifar10')
+  config = recipes.get_config('cifar10')
   plateau = dataclasses.replace(config,
                                 train=dataclasses.replace(config.train, schedule='plateau'))
   with pytest.raises(ValueError, match='use --schedule step'):
@@ -253,7 +253,7 @@ def test_every_training_task_reads_its_own_part_of_the_split(cifar10_subset_reco
   """One epoch of each worker's training input: the parts of 2 workers (whole shards) and
   of 3 workers over 2 shards (every third example) are disjoint and make the whole split.
   Without augmentation, so that an image is the same image whichever worker reads it."""
-  data = dataclasses.replace(config_lib.get_config('cifar10').data, pad=0, random_flip=False,
+  data = dataclasses.replace(recipes.get_config('cifar10').data, pad=0, random_flip=False,
                              pca_lighting_std=0.0)
   source = input_pipeline.open_dataset(str(cifar10_subset_records), data)
 

@@ -14,13 +14,14 @@ from PIL import Image
 
 from alexnet_tf import ablations, activations, export, records, train
 from alexnet_tf import config as cfg
+from alexnet_tf import recipes
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / 'tools'))
 import plot_confusion  # noqa: E402  pylint: disable=wrong-import-position
 import plot_kernels  # noqa: E402  pylint: disable=wrong-import-position
 import plot_retrieval  # noqa: E402  pylint: disable=wrong-import-position
 
-CIFAR10 = cfg.get_config('cifar10')
+CIFAR10 = recipes.get_config('cifar10')
 
 
 # --- ablations --------------------------------------------------------------------------------
@@ -57,7 +58,7 @@ def test_one_tower_has_half_the_kernels_but_the_last_conv_and_keeps_he_scaling()
   # two-tower net but only the 48 of the single tower here.
   for i, layer in enumerate(one.conv_layers[1:], start=1):
     fan_in = layer.kernel ** 2 * one.conv_layers[i - 1].filters
-    assert layer.init_stddev == pytest.approx(cfg.he_stddev(fan_in))
+    assert layer.init_stddev == pytest.approx(recipes.he_stddev(fan_in))
 
 
 def test_ablation_flag_reaches_the_config_and_bad_names_are_flag_errors(capsys):

@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import config as cfg
+from alexnet_tf import recipes
 from alexnet_tf import estimator as estimator_lib
 from alexnet_tf import export, finetune, input_pipeline, records, rundir, run_loop, schedule
 from alexnet_tf import ablations, train
@@ -130,7 +131,7 @@ def _one_step(trainable, scale):
   """One TRAIN step of the model_fn on a batch in memory: the model, {name: (value before,
   update)}, the graph's op types, the Momentum slots' names, the weight decay and the
   training weights' ||w||^2 / 2 before the step."""
-  model = dataclasses.replace(cfg.CIFAR10_MODEL, num_classes=3, dropout_rate=0.0,
+  model = dataclasses.replace(recipes.CIFAR10_MODEL, num_classes=3, dropout_rate=0.0,
                               lrn_impl='reference')
   train_config = cfg.TrainConfig(init_from='unused: model_fn reads no directory',
                                  trainable=trainable, restored_lr_scale=scale)
@@ -265,7 +266,7 @@ def test_flags_take_the_net_and_preprocessing_from_the_run_and_the_recipe_from_d
   assert config.model == dataclasses.replace(rundir.load_config(str(source_run)).model,
                                              tower_devices=('/cpu:0', '/cpu:1'))
   assert config.data.subtract_mean == 'rgb' and config.data.pca_lighting_std == 0.0
-  assert config.train.schedule == cfg.CONFIGS['imagenet'].train.schedule  # --dataset's recipe
+  assert config.train.schedule == recipes.CONFIGS['imagenet'].train.schedule  # --dataset's recipe
   assert config.train.init_from == str(init_from)
   assert config.train.trainable == ('fc7', 'fc8') and config.train.restored_lr_scale == 0.1
   assert train.parse_trainable('all') == ()
@@ -287,7 +288,7 @@ def test_train_config_refuses_bad_fine_tuning_fields(overrides, message):
     (('fc7',), 'must include the new classifier fc8'),
 ])
 def test_config_checks_trainable_against_the_layer_table(trainable, message):
-  base = cfg.get_config('cifar10')
+  base = recipes.get_config('cifar10')
   with pytest.raises(ValueError, match=message):
     dataclasses.replace(base, train=dataclasses.replace(base.train, init_from='d',
                                                         trainable=trainable))

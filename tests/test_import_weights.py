@@ -25,6 +25,7 @@ from PIL import Image
 import caffe_reference as caffe
 import photos
 from alexnet_tf import config as config_lib
+from alexnet_tf import recipes
 from alexnet_tf import estimator as estimator_lib
 from alexnet_tf import evaluate, export, input_pipeline, predict, records, rundir, train
 from alexnet_tf.convert import folder as folder_converter
@@ -130,7 +131,7 @@ def test_the_reference_net_is_alive(caffe_net):
 
 def _variables(path):
   return mapping.to_variables(mapping.to_tf_layout(read_weights(str(path))),
-                              config_lib.get_config('caffe_alexnet').model)
+                              recipes.get_config('caffe_alexnet').model)
 
 
 @pytest.fixture(scope='module')
@@ -160,7 +161,7 @@ def test_unpacked_blobs_are_read_too(caffe_net, tmp_path, version):
 
 def test_the_run_directory_is_a_run_of_the_caffe_net(imported):
   run = rundir.load_run(str(imported))
-  assert run.config == config_lib.get_config('caffe_alexnet')
+  assert run.config == recipes.get_config('caffe_alexnet')
   assert run.metadata.num_classes == 1000 and run.metadata.classes[281] == 'tabby, tabby cat'
   np.testing.assert_array_equal(rundir.training_mean(str(imported)),
                                 np.float32([122.7, 116.7, 104.0]))
@@ -192,7 +193,7 @@ def test_the_comparison_sees_the_paper_settings(imported, photo_dataset, caffe_n
   """The net of the paper's defaults, with the same weights, is measurably not Caffe's: the
   1e-4 comparison above could fail."""
   _, expected = caffe_net
-  model = dataclasses.replace(config_lib.get_config('caffe_alexnet').model, **change)
+  model = dataclasses.replace(recipes.get_config('caffe_alexnet').model, **change)
   got = _checkpoint_probabilities(imported, photo_dataset, model)
   assert np.abs(got - expected).max() > 10 * TOLERANCE
 
@@ -353,7 +354,7 @@ def test_the_lrn_across_towers_is_one_lrn_over_all_maps(impl):
   """Each tower's LRN, with its neighbour's edge maps, equals Caffe's LRN over the full width
   (caffe_reference.lrn); the per-tower default differs exactly at the towers' boundary."""
   from alexnet_tf import lrn, model  # pylint: disable=import-outside-toplevel
-  base = dataclasses.replace(config_lib.CIFAR10_MODEL, lrn=config_lib.CAFFE_LRN,
+  base = dataclasses.replace(recipes.CIFAR10_MODEL, lrn=config_lib.CAFFE_LRN,
                              lrn_impl=lrn.resolve(impl, lrn.IN_PROCESS), tower_devices=('', ''))
   # Pixels of std ~6000 put conv1's maps near 100, where Caffe's LRN divides by ~2.
   images = np.random.default_rng(0).normal(0, 6000, [2, 32, 32, 3]).astype(np.float32)
@@ -381,7 +382,7 @@ def test_the_lrn_across_towers_is_one_lrn_over_all_maps(impl):
     (lambda: config_lib.DataConfig(crop_size=227, mean_rgb=(1.0, 2.0, 3.0)), 'mean_rgb'),
     (lambda: config_lib.DataConfig(crop_size=227, subtract_mean='rgb', mean_rgb=(1.0, 2.0)),
      'mean_rgb'),
-    (lambda: dataclasses.replace(config_lib.CIFAR10_MODEL, lrn_across_towers=True,
+    (lambda: dataclasses.replace(recipes.CIFAR10_MODEL, lrn_across_towers=True,
                                  lrn=config_lib.LRNConfig(depth_radius=30)),
      'needs at least depth_radius=30 maps per tower, got 24'),
 ])
@@ -391,10 +392,10 @@ def test_the_new_config_fields_are_validated(build, problem):
 
 
 def test_the_caffe_config_survives_run_json():
-  config = config_lib.get_config('caffe_alexnet')
+  config = recipes.get_config('caffe_alexnet')
   assert config_lib.from_dict(json.loads(json.dumps(config_lib.to_dict(config)))) == config
   assert config.data.mean_rgb == (122.7, 116.7, 104.0) and config.model.lrn_across_towers
-  paper = config_lib.get_config('imagenet')
+  paper = recipes.get_config('imagenet')
   assert not paper.model.lrn_across_towers and paper.data.mean_rgb is None
 
 
@@ -424,4 +425,4 @@ def test_fine_tuning_starts_from_the_imported_run(imported, images, tmp_path):
   run = rundir.load_run(str(model_dir))
   assert run.config.model.lrn_across_towers and run.config.model.name == 'caffe_alexnet'
   np.testing.assert_allclose(rundir.training_mean(str(model_dir)),
-                             config_lib.CAFFE_MEAN_RGB)
+                             recipes.CAFFE_MEAN_RGB)

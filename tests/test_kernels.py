@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import config as cfg
+from alexnet_tf import recipes
 from alexnet_tf import kernels, layers, lrn
 from alexnet_tf import model_fn as mf
 from alexnet_tf import schedule
@@ -211,7 +212,7 @@ def test_unwritable_cache_is_a_clear_error(tmp_path):
 
 def test_exported_graphs_use_a_portable_lrn():
   """PREDICT graphs (the ones exported for TF Serving) never contain the custom ops."""
-  model = dataclasses.replace(cfg.CIFAR10_MODEL, lrn_impl='fused')
+  model = dataclasses.replace(recipes.CIFAR10_MODEL, lrn_impl='fused')
   model_fn = mf.make_model_fn(model, cfg.TrainConfig(), schedule.constant(0.01))
   op_types = {}
   for mode in (ModeKeys.TRAIN, ModeKeys.PREDICT):
@@ -250,7 +251,7 @@ def test_export_never_loads_the_kernel(monkeypatch):
 
 def test_towers_on_gpus_use_the_plain_op_lrn(monkeypatch):
   """The kernels are CPU-only: on a machine with GPUs, GPU towers would send LRN to the CPU."""
-  fused = dataclasses.replace(cfg.IMAGENET_MODEL, lrn_impl='fused')  # towers /gpu:0, /gpu:1
+  fused = dataclasses.replace(recipes.IMAGENET_MODEL, lrn_impl='fused')  # towers /gpu:0, /gpu:1
   monkeypatch.setattr(tf.config, 'list_physical_devices',
                       lambda kind=None: ['GPU:0', 'GPU:1'] if kind == 'GPU' else [])
   assert lrn.resolve('fused', lrn.IN_PROCESS, fused.tower_devices) == 'banded_grad'

@@ -125,3 +125,34 @@ def test_dropout_only_when_training():
   # Inverted dropout: kept units are scaled by 1 / (1 - rate), about half are dropped.
   assert set(np.unique(on)) == {0.0, 2.0}
   assert 0.45 < np.mean(on == 0.0) < 0.55
+
+
+def test_batch_norm_matches_numpy_and_updates_its_moving_statistics():
+  x = np.random.default_rng(4).normal(3.0, 2.0, size=(8, 5, 5, 6)).astype(np.float32)
+  with tf.Graph().as_default():
+    inputs = tf.constant(x)
+    with tf.compat.v1.variable_scope('conv1'):
+      train = layers.batch_norm(inputs, training=True)
+    with tf.compat.v1.variable_scope('conv1', reuse=True):
+      test = layers.batch_norm(inputs, training=False)
+    names = sorted(v.op.name for v in tf.compat.v1.global_variables())
+    assert names == ['conv1/batch_norm/beta', 'conv1/batch_norm/gamma',
+                     'conv1/batch_norm/moving_mean', 'conv1/batch_norm/moving_variance']
+    assert sorted(v.op.name for v in tf.compat.v1.trainable_variables()) == names[:2]
+    updates = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.UPDATE_OPS)
+    assert len(updates) == 2  # only the training graph updates
+    with tf.compat.v1.Session() as sess:
+      sess.run(tf.compat.v1.global_variables_initializer())
+      before, trained = sess.run([test, train])
+      sess.run(updates)
+      after = sess.run(test)
+  mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+  eps = layers.BATCH_NORM_EPSILON
+  np.testing.assert_allclose(trained, (x - mean) / np.sqrt(var + eps), rtol=1e-3, atol=1e-3)
+  np.testing.assert_allclose(before, x / np.sqrt(1 + eps), rtol=1e-5)  # moving: 0 and 1
+  # One update moves the moving statistics (1 - decay) of the way to the batch's (the
+  # variance unbiased, n / (n - 1), as the fused kernel reports it).
+  n = x.size // x.shape[-1]
+  step = 1 - layers.BATCH_NORM_DECAY
+  moving_mean, moving_var = step * mean, 1 + step * (var * n / (n - 1) - 1)
+  np.testing.assert_allclose(after, (x - moving_mean) / np.sqrt(moving_var + eps), rtol=1e-4)

@@ -19,7 +19,8 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import layers, lrn
-from alexnet_tf.config import CAFFE_LRN, LRN_IMPLS, PAPER_LRN, IMAGENET_MODEL, LRNConfig
+from alexnet_tf.config import CAFFE_LRN, LRN_IMPLS, PAPER_LRN, LRNConfig
+from alexnet_tf.recipes import IMAGENET_MODEL
 
 tf1 = tf.compat.v1
 RTOL = 1e-5

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import config as cfg
+from alexnet_tf import recipes
 from alexnet_tf.model import build_alexnet
 
 tf1 = tf.compat.v1
@@ -67,8 +68,8 @@ def analytic_parameter_count(model_config):
 
 
 @pytest.mark.parametrize('model_config, shapes, two_towers, one_tower', [
-    (cfg.IMAGENET_MODEL, IMAGENET_SHAPES, 60_965_224, 62_378_344),
-    (cfg.CIFAR10_MODEL, CIFAR10_SHAPES, 1_784_234, 2_081_450),
+    (recipes.IMAGENET_MODEL, IMAGENET_SHAPES, 60_965_224, 62_378_344),
+    (recipes.CIFAR10_MODEL, CIFAR10_SHAPES, 1_784_234, 2_081_450),
 ], ids=['imagenet', 'cifar10'])
 def test_shapes_and_parameter_counts(model_config, shapes, two_towers, one_tower):
   graph, _, logits, endpoints = build(model_config)
@@ -80,7 +81,7 @@ def test_shapes_and_parameter_counts(model_config, shapes, two_towers, one_tower
 
 
 def test_endpoints_are_findable_by_name():
-  graph, _, _, endpoints = build(cfg.IMAGENET_MODEL)
+  graph, _, _, endpoints = build(recipes.IMAGENET_MODEL)
   for name, tensor in endpoints.items():
     assert graph.get_tensor_by_name(f'alexnet/{name}:0') is tensor
 
@@ -88,17 +89,17 @@ def test_endpoints_are_findable_by_name():
 def test_224_input_is_rejected_with_the_reason():
   with pytest.raises(ValueError, match=r'227, 227, 3\].*224.*known error'):
     with tf.Graph().as_default():
-      build_alexnet(tf.zeros([1, 224, 224, 3]), cfg.IMAGENET_MODEL, training=False)
+      build_alexnet(tf.zeros([1, 224, 224, 3]), recipes.IMAGENET_MODEL, training=False)
 
 
 def test_uneven_tower_split_is_rejected():
   conv = (cfg.ConvLayer('conv1', 95, 3, reads=cfg.FULL),)
   with pytest.raises(ValueError, match='95 units do not split evenly over 2 towers'):
-    dataclasses.replace(cfg.CIFAR10_MODEL, conv_layers=conv)
+    dataclasses.replace(recipes.CIFAR10_MODEL, conv_layers=conv)
 
 
 def test_imagenet_table_is_the_papers():
-  model = cfg.IMAGENET_MODEL
+  model = recipes.IMAGENET_MODEL
   biases = {l.name: l.bias_init for l in model.conv_layers + model.dense_layers}
   biases[model.logits_name] = model.logits_bias_init
   assert biases == {'conv1': 0, 'conv2': 1, 'conv3': 0, 'conv4': 1, 'conv5': 1,
@@ -108,7 +109,7 @@ def test_imagenet_table_is_the_papers():
   assert all(l.init_stddev is None for l in model.conv_layers + model.dense_layers)
 
 
-@pytest.mark.parametrize('model_config', [cfg.IMAGENET_MODEL, cfg.CIFAR10_MODEL],
+@pytest.mark.parametrize('model_config', [recipes.IMAGENET_MODEL, recipes.CIFAR10_MODEL],
                          ids=['imagenet', 'cifar10'])
 def test_initial_values_follow_the_table(model_config):
   """Every bias is its layer's constant; weights are N(0, stddev) within sampling error."""
@@ -156,7 +157,7 @@ def _requested_device(graph, op):
 
 
 def test_tower_ops_request_their_gpu():
-  graph, _, _, _ = build(cfg.IMAGENET_MODEL)
+  graph, _, _, _ = build(recipes.IMAGENET_MODEL)
   for tower in (0, 1):
     ops = _tower_ops(graph, tower)
     assert len(ops) > 50
@@ -185,7 +186,7 @@ def _towers_consumed(graph, tower, layer, kind):
   return towers
 
 
-@pytest.mark.parametrize('model_config', [cfg.IMAGENET_MODEL, cfg.CIFAR10_MODEL],
+@pytest.mark.parametrize('model_config', [recipes.IMAGENET_MODEL, recipes.CIFAR10_MODEL],
                          ids=['imagenet', 'cifar10'])
 def test_cross_tower_connectivity_is_the_papers(model_config):
   graph, _, _, _ = build(model_config)
@@ -199,7 +200,7 @@ def test_cross_tower_connectivity_is_the_papers(model_config):
 
 
 def test_forward_pass_runs_on_two_cpu_devices():
-  model_config = dataclasses.replace(cfg.IMAGENET_MODEL, tower_devices=('/cpu:0', '/cpu:1'))
+  model_config = dataclasses.replace(recipes.IMAGENET_MODEL, tower_devices=('/cpu:0', '/cpu:1'))
   graph, images, logits, _ = build(model_config, batch=2)
   session_config = tf1.ConfigProto(device_count={'CPU': 2}, allow_soft_placement=True)
   metadata = tf1.RunMetadata()
@@ -231,7 +232,7 @@ def _logits_twice(model_config, training, seed):
 
 def test_dropout_changes_outputs_only_in_training():
   # Larger weights so that the logits depend visibly on which fc units are dropped.
-  model_config = dataclasses.replace(cfg.CIFAR10_MODEL, weight_stddev=0.05)
+  model_config = dataclasses.replace(recipes.CIFAR10_MODEL, weight_stddev=0.05)
   eval_a, eval_b = _logits_twice(model_config, training=False, seed=3)
   np.testing.assert_array_equal(eval_a, eval_b)
   train_a, train_b = _logits_twice(model_config, training=True, seed=3)
@@ -240,7 +241,7 @@ def test_dropout_changes_outputs_only_in_training():
 
 
 def test_fixed_graph_seed_gives_identical_logits():
-  model_config = dataclasses.replace(cfg.CIFAR10_MODEL, weight_stddev=0.05)
+  model_config = dataclasses.replace(recipes.CIFAR10_MODEL, weight_stddev=0.05)
   first = _logits_twice(model_config, training=True, seed=7)
   second = _logits_twice(model_config, training=True, seed=7)
   np.testing.assert_array_equal(first[0], second[0])
@@ -250,7 +251,7 @@ def test_fixed_graph_seed_gives_identical_logits():
 
 
 def test_single_tower_variant_uses_one_device_and_no_split():
-  model_config = dataclasses.replace(cfg.IMAGENET_MODEL, num_towers=1)
+  model_config = dataclasses.replace(recipes.IMAGENET_MODEL, num_towers=1)
   graph, _, _, _ = build(model_config)
   assert not _tower_ops(graph, 1)
   with graph.as_default():

@@ -7,21 +7,22 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import config as cfg
+from alexnet_tf import recipes
 from alexnet_tf import model_fn as mf
 from alexnet_tf import schedule
 
 tf1 = tf.compat.v1
 ModeKeys = tf.estimator.ModeKeys
 SOFT_PLACEMENT = tf1.ConfigProto(allow_soft_placement=True)
-MODEL = dataclasses.replace(cfg.CIFAR10_MODEL, num_classes=7)
+MODEL = dataclasses.replace(recipes.CIFAR10_MODEL, num_classes=7)
 NAMES = [f'class{i}' for i in range(7)]
 
 
-def _spec(mode, batch=4, ten_crop=False, lr=0.01, weight_decay=5e-4, model=MODEL):
+def _spec(mode, batch=4, ten_crop=False, lr=0.01, weight_decay=5e-4, model=MODEL, **train):
   shape = [batch, 10, 32, 32, 3] if ten_crop else [batch, 32, 32, 3]
   images = tf.constant(np.random.default_rng(0).normal(0, 60, size=shape), tf.float32)
   labels = tf.constant(np.arange(batch) % 7, tf.int32)
-  model_fn = mf.make_model_fn(model, cfg.TrainConfig(weight_decay=weight_decay),
+  model_fn = mf.make_model_fn(model, cfg.TrainConfig(weight_decay=weight_decay, **train),
                               schedule.constant(lr), NAMES, image_summaries=2)
   return model_fn({'image': images}, None if mode == ModeKeys.PREDICT else labels, mode)
 
@@ -124,6 +125,58 @@ def test_train_step_is_momentum_sgd_with_the_given_learning_rate():
   assert lr == pytest.approx(0.05) and step == 1
   # First momentum step from v = 0: w <- w - lr * grad (biases carry no weight decay).
   np.testing.assert_allclose(after, before - 0.05 * g, rtol=1e-4, atol=1e-7)
+
+
+def test_label_smoothing_trains_on_soft_targets_and_evaluates_on_hard_ones():
+  smoothing, batch = 0.1, 4
+  with tf.Graph().as_default():
+    tf1.set_random_seed(3)
+    model = dataclasses.replace(MODEL, dropout_rate=0.0)
+    spec = _spec(ModeKeys.TRAIN, batch=batch, weight_decay=0.0, model=model,
+                 label_smoothing=smoothing)
+    logits = tf1.get_default_graph().get_tensor_by_name('alexnet/fc8:0')
+    loss, values = _run([spec.loss, logits])
+  labels = np.arange(batch) % 7
+  targets = np.full((batch, 7), smoothing / 7)
+  targets[np.arange(batch), labels] += 1 - smoothing
+  log_softmax = values - values.max(1, keepdims=True)
+  log_softmax -= np.log(np.exp(log_softmax).sum(1, keepdims=True))
+  assert loss == pytest.approx(-np.mean(np.sum(targets * log_softmax, 1)), rel=1e-5)
+  with tf.Graph().as_default():
+    spec = _spec(ModeKeys.EVAL, label_smoothing=smoothing)
+    names = {op.name for op in tf1.get_default_graph().get_operations()}
+    assert 'sparse_softmax_cross_entropy_loss/value' in names  # the plain cross-entropy
+
+
+@pytest.mark.parametrize('nesterov', [False, True])
+def test_nesterov_is_the_optimizers_switch(nesterov):
+  with tf.Graph().as_default() as graph:
+    _spec(ModeKeys.TRAIN, nesterov=nesterov)
+    applies = [op for op in graph.get_operations() if op.type == 'ResourceApplyMomentum']
+  assert applies and all(op.get_attr('use_nesterov') == nesterov for op in applies)
+
+
+def test_batch_normalization_replaces_lrn_and_updates_with_every_step():
+  model = dataclasses.replace(MODEL, normalization=cfg.BATCH)
+  with tf.Graph().as_default() as graph:
+    tf1.set_random_seed(4)
+    spec = _spec(ModeKeys.TRAIN, model=model)
+    ops = {op.name for op in graph.get_operations()}
+    assert 'alexnet/lrn1' not in ops and 'alexnet/conv1' in ops
+    moving = [v for v in tf1.global_variables() if v.op.name.endswith('moving_mean')]
+    assert len(moving) == 2 * 5  # after every conv of both towers
+    decayed = [v.op.name for v in tf1.trainable_variables() if 'batch_norm' in v.op.name]
+    assert decayed and not [n for n in decayed if mf._is_weight(  # gamma, beta: no decay
+        next(v for v in tf1.trainable_variables() if v.op.name == n))]
+    with tf1.Session(config=SOFT_PLACEMENT) as sess:
+      sess.run(tf1.global_variables_initializer())
+      before = sess.run(moving)
+      sess.run(spec.train_op)
+      after = sess.run(moving)
+  assert all(np.abs(a - b).max() > 0 for a, b in zip(after, before))
+  with tf.Graph().as_default() as graph:
+    _spec(ModeKeys.EVAL, model=model)  # the moving statistics, nothing to update
+    assert not tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
 
 
 def test_training_lowers_the_loss_on_a_fixed_batch():

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from alexnet_tf import config as cfg
+from alexnet_tf import recipes
 from alexnet_tf import export, precision, rundir, train
 from alexnet_tf.model import build_alexnet
 from alexnet_tf.model_fn import make_model_fn, weight_decay_loss
@@ -103,7 +104,7 @@ def test_bf16_without_the_hardware_is_one_line_and_exit_status_2(capsys, monkeyp
 def test_a_bf16_run_evaluates_in_bf16_only_where_the_hardware_has_it(hardware, expected,
                                                                    monkeypatch):
   monkeypatch.setattr(precision, 'detect', lambda devices: hardware)
-  run = cfg.get_config('cifar10')
+  run = recipes.get_config('cifar10')
   run = dataclasses.replace(run, model=dataclasses.replace(run.model, precision='bf16'))
   assert precision.evaluable_here(run).model.precision == expected
   assert precision.evaluable_here(run).model.conv_layers == run.model.conv_layers
@@ -111,13 +112,13 @@ def test_a_bf16_run_evaluates_in_bf16_only_where_the_hardware_has_it(hardware, e
 
 def test_model_config_rejects_unknown_precision():
   with pytest.raises(ValueError, match='precision must be one of'):
-    dataclasses.replace(cfg.CIFAR10_MODEL, precision='int8')
+    dataclasses.replace(recipes.CIFAR10_MODEL, precision='int8')
 
 
 # ------------------------------------------------------------------------------------------
 # The mixed-precision graph against the float32 graph, on the same variables
 
-SMALL = dataclasses.replace(cfg.CIFAR10_MODEL, lrn_impl='fused', tower_devices=('', ''))
+SMALL = dataclasses.replace(recipes.CIFAR10_MODEL, lrn_impl='fused', tower_devices=('', ''))
 
 
 def _logits_and_gradients(model_precision, lrn_impl='fused', batch=4, seed=0):

@@ -10,10 +10,10 @@ import time
 import numpy as np
 import pytest
 
-from alexnet_tf import config as cfg
+from alexnet_tf import recipes
 from alexnet_tf import input_pipeline, records, rundir, run_loop, train
 
-CONFIG = cfg.get_config('cifar10')
+CONFIG = recipes.get_config('cifar10')
 
 
 def test_the_lock_is_exclusive_and_released(tmp_path):

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -106,3 +107,34 @@ def test_the_step_schedule_never_decays_on_a_plateau():
   state, rates = _replay([0.5, 0.5, 0.5, 0.5, 0.5], dataclasses.replace(CONFIG, schedule='step'))
   assert state.decays == 0 and rates == [CONFIG.learning_rate] * 5
   assert (state.best_error, state.best_step) == (0.5, 100)  # best/ still follows the error
+
+
+def test_linear_schedule_warms_up_then_falls_to_zero_as_the_graph_computes_it():
+  config = TrainConfig(learning_rate=0.02, schedule='linear', warmup_epochs=1.0, epochs=4.0)
+  assert schedule.warmup_steps(config, steps_per_epoch=10) == 10
+  with tf.Graph().as_default():
+    step = tf.compat.v1.placeholder(tf.int64, [])
+    rate = schedule.linear(0.02, 10, 40)(step)
+    with tf.compat.v1.Session() as sess:
+      graph = [sess.run(rate, {step: s}) for s in range(41)]
+  python = [schedule.step_rate(config, 10, s + 1, total_steps=40) for s in range(41)]
+  np.testing.assert_allclose(graph, python, rtol=1e-6, atol=1e-9)
+  assert graph[0] == pytest.approx(0.002)  # the first update already moves the weights
+  assert graph[9] == pytest.approx(0.02) and max(graph) == pytest.approx(0.02)
+  assert np.all(np.diff(graph[:10]) > 0) and np.all(np.diff(graph[10:]) < 0)
+  assert graph[39] == pytest.approx(0.02 / 30) and graph[40] == 0.0
+
+
+def test_linear_schedule_without_warmup_starts_at_the_peak():
+  assert schedule.linear_rate(0.1, 0, 100, 0) == pytest.approx(0.1)
+  assert schedule.linear_rate(0.1, 0, 100, 50) == pytest.approx(0.05)
+
+
+def test_the_linear_rate_needs_the_run_length():
+  with pytest.raises(ValueError, match='total_steps'):
+    schedule.step_rate(TrainConfig(schedule='linear'), 10, 5)
+
+
+def test_warmup_must_be_shorter_than_the_run():
+  with pytest.raises(ValueError, match='warmup_epochs'):
+    TrainConfig(schedule='linear', warmup_epochs=5.0, epochs=5.0)

@@ -28,9 +28,9 @@ def main(argv: Optional[List[str]] = None) -> int:
   args = parser.parse_args(argv)
   cli_logging.setup(verbose=args.verbose)
   # pylint: disable=import-outside-toplevel
-  from alexnet_tf import config as config_lib
+  from alexnet_tf import recipes
   from alexnet_tf.weights import mapping, readers
-  config = config_lib.get_config('caffe_alexnet')
+  config = recipes.get_config('caffe_alexnet')
   try:
     # The file is read and checked before TensorFlow loads: a bad one fails in a moment.
     weights = readers.read_weights(args.weights)

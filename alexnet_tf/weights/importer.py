@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import config as config_lib
+from alexnet_tf import recipes
 from alexnet_tf import input_pipeline, model, records, rundir
 from alexnet_tf.convert.imagenet import SYNSETS_FILE
 from alexnet_tf.weights import mapping, readers
@@ -62,7 +63,7 @@ def import_weights(weights_path: str, output_dir: str,
     readers.WeightsError: the file cannot be imported (the message names it and the layer).
     FileExistsError: output_dir exists and is not empty.
   """
-  config = config or config_lib.get_config('caffe_alexnet')
+  config = config or recipes.get_config('caffe_alexnet')
   check_output_dir(output_dir)
   weights = readers.read_weights(weights_path)
   variables = mapping.to_variables(mapping.to_tf_layout(weights), config.model)
