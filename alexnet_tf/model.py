@@ -26,6 +26,10 @@ Endpoints of the CIFAR-10 net (`recipes.CIFAR10_MODEL`) on [batch, 32, 32, 3]:
   flatten [b, 2048]       fc6 [b, 512]           fc7 [b, 512]           fc8 [b, 10]
 1,784,234 trainable parameters with two towers (2,081,450 with one).
 
+With `config.normalization == 'batch'` (not the paper's) every conv is followed by batch
+normalisation before its ReLU (variables `.../{layer}/batch_norm/gamma`, `beta`,
+`moving_mean`, `moving_variance`) and there is no LRN, so no `lrn1`/`lrn2` endpoints.
+
 Precision (`config.precision`, see `alexnet_tf.precision`): the images are cast to the
 compute dtype on entry and the logits back to float32 on exit, so every endpoint but the
 logits has the compute dtype and the logits are always float32.

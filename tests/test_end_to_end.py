@@ -312,3 +312,20 @@ def test_kill_9_then_same_command_resumes_from_the_last_checkpoint(cifar10_subse
   assert steps == [6, 12]
   state_after = _schedule_state(model_dir)
   assert state_before.last_eval_step in (0, 6) and state_after.last_eval_step == 12
+
+
+def test_batch_normalization_trains_exports_and_serves_its_moving_statistics(
+    cifar10_subset_records, tmp_path):
+  model_dir = tmp_path / 'bn'
+  assert train.main(train_args(cifar10_subset_records, model_dir, '--max-steps', '4',
+                               '--normalization', 'batch')) == 0
+  reader = tf1.train.load_checkpoint(tf1.train.latest_checkpoint(str(model_dir)))
+  moving = reader.get_tensor('alexnet/tower1/conv3/batch_norm/moving_mean')
+  assert np.abs(moving).max() > 0  # the Estimator's train op ran the updates
+  saved = export.latest_export(str(model_dir / 'export'))
+  examples = _validation_examples(cifar10_subset_records, 3)
+  serve = tf.saved_model.load(saved).signatures['serving_default']
+  served = serve(image_bytes=tf.constant([data for data, _ in examples]))['logits'].numpy()
+  # Serving normalises with the moving statistics, as evaluation does, not the batch's.
+  expected = _evaluation_path_logits(model_dir, cifar10_subset_records, 3)
+  np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-5)
