@@ -77,6 +77,11 @@ CAFFE_ALEXNET_MODEL = dataclasses.replace(IMAGENET_MODEL, name='caffe_alexnet', 
 CAFFE_ALEXNET_DATA = dataclasses.replace(IMAGENET_DATA, subtract_mean='rgb',
                                          mean_rgb=CAFFE_MEAN_RGB)
 
+# The default's net: fc6 and fc7 twice as wide. At 512 units the net underfits its budget
+# (without dropout it is ahead at 15 epochs: README, "The paper's evidence"); the wider layers
+# cost ~5% of the step's time, the conv layers' widths would cost in proportion.
+CIFAR10_WIDE_FC_MODEL = dataclasses.replace(
+    CIFAR10_MODEL, dense_layers=(DenseLayer('fc6', 1024), DenseLayer('fc7', 1024)))
 CIFAR10_PAPER = Config(CIFAR10_MODEL, CIFAR10_DATA,
                        TrainConfig(epochs=15.0, schedule='step', step_boundaries_epochs=(10.0, 13.0)))
 # What the default adds to the paper's recipe, each measured (README, "CIFAR-10 recipe").
@@ -99,7 +104,7 @@ CONFIGS = {
     # `--schedule plateau --epochs 90` is the paper's rule for longer budgets.
     'cifar10_paper': CIFAR10_PAPER,
     # The default: the same net and data, trained for the budget (README, "CIFAR-10 recipe").
-    'cifar10': Config(CIFAR10_MODEL, CIFAR10_DATA, CIFAR10_TRAIN),
+    'cifar10': Config(CIFAR10_WIDE_FC_MODEL, CIFAR10_DATA, CIFAR10_TRAIN),
 }
 
 

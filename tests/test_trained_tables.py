@@ -25,8 +25,12 @@ def test_the_ingredient_rows_go_from_the_paper_recipe_to_the_default():
   names = [name for name, _, _ in run_recipe_table.INGREDIENTS]
   assert _config(rows[names[0]].flags) == recipes.get_config('cifar10_paper')
   assert _config(rows[names[-1]].flags) == recipes.get_config('cifar10')
-  configs = [_config(rows[name].flags).train for name in names]
+  configs = [_config(rows[name].flags) for name in names]
   assert len(set(configs)) == len(configs)  # every row adds something
+  # The last row widens the net the rows above trained with the default's recipe.
+  default, above = configs[-1], configs[-2]
+  assert above.train == default.train and above.data == default.data
+  assert above.model == recipes.get_config('cifar10_paper').model != default.model
   batch_norm = _config(rows['batch_norm'].flags)
   assert batch_norm.model.normalization == 'batch'
   assert batch_norm.train == recipes.get_config('cifar10').train
