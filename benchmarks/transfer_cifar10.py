@@ -131,7 +131,7 @@ def prepare(args, held_out: Sequence[str]) -> Dict[str, str]:
 
 
 def pretrain_command(args, data: Dict[str, str]) -> List[str]:
-  return [sys.executable, '-m', 'alexnet_tf.train', '--dataset', 'cifar10',
+  return [sys.executable, '-m', 'alexnet_tf.train', '--dataset', 'cifar10_paper',
           '--data-dir', data['pretrain'], '--model-dir', pretrain_dir(args),
           '--epochs', str(args.pretrain_epochs), '--decay-epochs', args.pretrain_decay_epochs,
           '--seed', '1', '--no-export']
@@ -142,7 +142,7 @@ def pretrain_dir(args) -> str:
 
 
 def transfer_command(args, data: Dict[str, str], variant: str, seed: int) -> List[str]:
-  cmd = [sys.executable, '-m', 'alexnet_tf.train', '--dataset', 'cifar10',
+  cmd = [sys.executable, '-m', 'alexnet_tf.train', '--dataset', 'cifar10_paper',
          '--data-dir', data['transfer'],
          '--model-dir', os.path.join(args.work_dir, 'runs', f'{variant}_seed{seed}'),
          '--max-steps', str(args.steps), '--batch-size', str(args.batch_size),
