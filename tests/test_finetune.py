@@ -197,7 +197,7 @@ def _narrow_fc7(config):
 @pytest.mark.parametrize('flags, edit, named', [
     (['--tower-devices', '/cpu:0'], None, 'alexnet/tower0/conv1/weights is [5, 5, 3, 48] in '
                                           'the net, and the checkpoint holds it as [5, 5, 3, 24]'),
-    ([], _narrow_fc7, 'alexnet/tower0/fc7/weights is [512, 128] in the net'),
+    ([], _narrow_fc7, 'alexnet/tower0/fc7/weights is [1024, 128] in the net'),
 ])
 def test_a_checkpoint_that_does_not_fit_is_refused_naming_the_first_variable(
     source_run, target_records, tmp_path, caplog, flags, edit, named):
