@@ -413,7 +413,7 @@ def bare_train_graph(config: Config, batch_size: int, seed: int = 0):
     # A local variable: the batch lives in memory, the graph does not embed 79 MB constants.
     batch = tf1.get_local_variable('benchmark_images', initializer=feed_images,
                                    trainable=False)
-    model_fn = make_model_fn(model, config.train, schedule.constant(BENCH_LEARNING_RATE),
+    model_fn = make_model_fn(model, config.train, schedule.constant(config.train.learning_rate),
                              image_summaries=0)
     spec = model_fn({'image': batch}, tf.constant(labels), tf.estimator.ModeKeys.TRAIN)
   return graph, spec.train_op, {feed_images: images}
@@ -456,7 +456,7 @@ def make_checkpoint(config: Config, data_dir: str, model_dir: str, batch_size: i
   metadata = records.read_metadata(data_dir)
   size = config.model.image_size
   trainer = estimator_lib.make_estimator(config, metadata, model_dir,
-                                         schedule.constant(BENCH_LEARNING_RATE), seed=0,
+                                         schedule.constant(config.train.learning_rate), seed=0,
                                          save_every=1)
 
   def input_fn():
