@@ -32,29 +32,15 @@ def main(argv=None) -> int:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--dataset', default='cifar10_paper',
                  help='the recipe whose ingredients are ablated (default: the paper\'s)')
-  p.add_argument('--data-dir', required=True)
-  p.add_argument('--runs-dir', required=True)
-  p.add_argument('--rows', help='comma-separated rows, in the order they run (default: all)')
-  p.add_argument('--seeds', default='1,2', help='comma-separated seeds; each row runs each')
+  trained_table.add_arguments(p, seeds='1,2', output='ablations.json')
   p.add_argument('--epochs', type=float, default=4.0)
   p.add_argument('--decay-epochs', default='2.7,3.5')
-  p.add_argument('--output', help='JSON table (default: RUNS_DIR/ablations.json; .md beside)')
-  p.add_argument('--report-only', action='store_true',
-                 help='train nothing: the table of the runs in RUNS_DIR that have finished')
   args = p.parse_args(argv)
-  table_rows = {row.name: row for row in rows(args.dataset)}
-  names = [r for r in (args.rows or ','.join(table_rows)).split(',') if r]
-  unknown = [r for r in names if r not in table_rows]
-  if unknown:
-    p.error(f'unknown rows {unknown}; choose from {sorted(table_rows)}')
   budget = ['--epochs', str(args.epochs), '--decay-epochs', args.decay_epochs]
-  print(trained_table.run_table(
-      [table_rows[r] for r in names], [int(s) for s in args.seeds.split(',') if s],
-      args.runs_dir, args.data_dir,
-      args.output or os.path.join(args.runs_dir, 'ablations.json'), budget, args.report_only,
+  print(trained_table.run_from_args(
+      p, args, rows(args.dataset), budget, 'ablations.json',
       lambda table: trained_table.markdown(table, BASELINE, 'vs recipe', 'paper')))
   return 0
-
 
 if __name__ == '__main__':
   sys.exit(main())

@@ -48,30 +48,15 @@ def rows():
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('--data-dir', required=True)
-  p.add_argument('--runs-dir', required=True)
-  p.add_argument('--rows', help='comma-separated rows, in the order they run (default: all)')
-  p.add_argument('--seeds', default='1', help='comma-separated seeds; each row runs each')
+  trained_table.add_arguments(p, seeds='1', output='recipe_table.json')
   p.add_argument('--epochs', type=float, help='another budget than the recipes\' (testing)')
-  p.add_argument('--output', help='JSON table (default: RUNS_DIR/recipe_table.json)')
-  p.add_argument('--report-only', action='store_true',
-                 help='train nothing: the table of the runs in RUNS_DIR that have finished')
   args = p.parse_args(argv)
-  table_rows = {row.name: row for row in rows()}
-  names = [r for r in (args.rows or ','.join(table_rows)).split(',') if r]
-  unknown = [r for r in names if r not in table_rows]
-  if unknown:
-    p.error(f'unknown rows {unknown}; choose from {sorted(table_rows)}')
   budget = [] if args.epochs is None else ['--epochs', str(args.epochs)]
-  print(trained_table.run_table(
-      [table_rows[r] for r in names], [int(s) for s in args.seeds.split(',') if s],
-      args.runs_dir, args.data_dir,
-      args.output or os.path.join(args.runs_dir, 'recipe_table.json'), budget,
-      args.report_only,
+  print(trained_table.run_from_args(
+      p, args, rows(), budget, 'recipe_table.json',
       lambda table: trained_table.markdown(table, None, 'vs row above', 'ingredient',
                                            minutes=True)))
   return 0
-
 
 if __name__ == '__main__':
   sys.exit(main())

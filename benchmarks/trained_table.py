@@ -8,6 +8,7 @@ an unfinished run resumes from its checkpoint. The table (JSON with the machine,
 Markdown) is rewritten after every run.
 """
 
+import argparse
 import json
 import os
 import statistics
@@ -123,3 +124,30 @@ def run_table(rows: Sequence[Row], seeds: Sequence[int], runs_dir: str, data_dir
   table = summarize(rows, done)
   write_table(output, table, budget, render(table))
   return render(table)
+
+
+def add_arguments(parser: argparse.ArgumentParser, seeds: str, output: str) -> None:
+  """The flags every table takes; `seeds` and `output` (a file name in RUNS_DIR) default."""
+  parser.add_argument('--data-dir', required=True)
+  parser.add_argument('--runs-dir', required=True)
+  parser.add_argument('--rows', help='comma-separated rows, in the order they run '
+                      '(default: all)')
+  parser.add_argument('--seeds', default=seeds,
+                      help='comma-separated seeds; each row runs each (default: %(default)s)')
+  parser.add_argument('--output', help=f'JSON table (default: RUNS_DIR/{output}; .md beside)')
+  parser.add_argument('--report-only', action='store_true',
+                      help='train nothing: the table of the runs in RUNS_DIR that have finished')
+
+
+def run_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                  rows: Sequence[Row], budget: Sequence[str], output: str, render) -> str:
+  """`run_table` of the `--rows` chosen from `rows` (exit 2 naming the choices if unknown)."""
+  by_name = {row.name: row for row in rows}
+  names = [r for r in (args.rows or ','.join(by_name)).split(',') if r]
+  unknown = [r for r in names if r not in by_name]
+  if unknown:
+    parser.error(f'unknown rows {unknown}; choose from {sorted(by_name)}')
+  return run_table([by_name[r] for r in names], [int(s) for s in args.seeds.split(',') if s],
+                   args.runs_dir, args.data_dir,
+                   args.output or os.path.join(args.runs_dir, output), budget,
+                   args.report_only, render)
