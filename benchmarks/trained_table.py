@@ -59,11 +59,13 @@ def finished(runs_dir: str, row: Row, seed: int) -> bool:
 
 
 def summarize(rows: Sequence[Row], done: Dict[str, Dict[int, dict]]) -> List[dict]:
-  """One line per row with results: mean and per-seed centre and 10-crop top-1 (%)."""
+  """One line per row: mean and per-seed centre and 10-crop top-1 (%); a row that has no
+  finished run yet has no seeds and no figures."""
   table = []
   for row in rows:
     by_seed = done.get(row.name) or {}
     if not by_seed:
+      table.append({'row': row.name, 'flags': row.flags, 'seeds': [], 'claim': row.claim})
       continue
     centre = [100 * (1 - r['centre_crop']['top1_error']) for r in by_seed.values()]
     ten = [100 * (1 - r['ten_crop']['top1_error']) for r in by_seed.values()]
@@ -71,8 +73,7 @@ def summarize(rows: Sequence[Row], done: Dict[str, Dict[int, dict]]) -> List[dic
         'row': row.name, 'flags': row.flags, 'seeds': sorted(by_seed), 'claim': row.claim,
         'centre_top1': statistics.mean(centre), 'centre_per_seed': centre,
         'ten_crop_top1': statistics.mean(ten), 'ten_crop_per_seed': ten,
-        'minutes_per_run': statistics.mean(r.get('minutes', float('nan'))
-                                           for r in by_seed.values())})
+        'minutes_per_run': _mean_minutes([r.get('minutes') for r in by_seed.values()])})
   return table
 
 
@@ -87,15 +88,31 @@ def markdown(table: List[dict], baseline: Optional[str], against: str, claim: st
            f'|---|---|---|---|---|{time_rule}---|']
   previous = None
   for t in table:
+    if not t['seeds']:  # no delta across it: the row below differs from it, not from above it
+      lines.append(f'| `{t["row"]}` | 0 | not run | | |' + (' |' if minutes else '') +
+                   f' {t["claim"]} |')
+      previous = t
+      continue
     spread = '/'.join(f'{v:.1f}' for v in t['centre_per_seed'])
     reference = base if baseline is not None else previous
-    delta = ('' if reference is None or t is reference else
+    delta = ('' if reference is None or t is reference or not reference['seeds'] else
              f'{t["centre_top1"] - reference["centre_top1"]:+.1f}')
     lines.append(f'| `{t["row"]}` | {len(t["seeds"])} | {t["centre_top1"]:.1f} ({spread}) | '
                  f'{delta} | {t["ten_crop_top1"]:.1f} |' +
-                 (f' {t["minutes_per_run"]:.1f} |' if minutes else '') + f' {t["claim"]} |')
+                 (f' {_minutes(t["minutes_per_run"])} |' if minutes else '') +
+                 f' {t["claim"]} |')
     previous = t
   return '\n'.join(lines) + '\n'
+
+
+def _mean_minutes(minutes: List[Optional[float]]) -> Optional[float]:
+  # A run that shared the machine records no minutes (its time is not the recipe's): the
+  # row then has none.
+  return None if None in minutes else statistics.mean(minutes)
+
+
+def _minutes(value: Optional[float]) -> str:
+  return 'not alone' if value is None else f'{value:.1f}'
 
 
 def write_table(output: str, table: List[dict], budget: Sequence[str], text: str) -> None:

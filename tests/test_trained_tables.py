@@ -62,3 +62,20 @@ def test_a_table_trains_each_run_once_and_reports_it(cifar10_subset_records, tmp
   [line] = table['table']
   assert line['seeds'] == [3] and 0 <= line['centre_top1'] <= 100
   assert (output.with_suffix('.md')).read_text() == text
+
+
+def test_a_row_not_run_yet_is_shown_and_no_delta_spans_it():
+  rows = [trained_table.Row(name, [], name) for name in ('a', 'b', 'c', 'd')]
+  result = lambda top1, **minutes: {'centre_crop': {'top1_error': 1 - top1},
+                                    'ten_crop': {'top1_error': 1 - top1}, **minutes}
+  table = trained_table.summarize(rows, {'a': {1: result(0.5, minutes=2.0)},
+                                         'c': {1: result(0.7, minutes=3.0)},
+                                         'd': {1: result(0.8)}})
+  assert [t['row'] for t in table] == ['a', 'b', 'c', 'd'] and table[1]['seeds'] == []
+  lines = trained_table.markdown(table, None, 'vs row above', 'claim',
+                                 minutes=True).splitlines()[2:]
+  cells = [[cell.strip() for cell in line.split('|')] for line in lines]
+  assert cells[1][1:4] == ['`b`', '0', 'not run']
+  assert cells[2][4] == '' and cells[2][6] == '3.0'  # c against the missing b: no delta
+  assert cells[3][4] == '+10.0'  # d against c
+  assert cells[3][6] == 'not alone'  # a run without minutes shared the machine
