@@ -1,4 +1,5 @@
-"""Average the last N checkpoints of a run into RUN/avgN/model.ckpt-avg (screen only)."""
+"""Average the last N checkpoints of a run into RUN/avgN/model.ckpt-STEP, STEP the last one's
+(screen only; run.json and train_mean.npy are copied beside it for `alexnet_tf.evaluate`)."""
 import sys, os, shutil, numpy as np, tensorflow as tf
 tf1 = tf.compat.v1
 run, n = sys.argv[1], int(sys.argv[2])
