@@ -211,8 +211,18 @@ class DataConfig:
              f'DataConfig.cycle_length must be >= 1, got {self.cycle_length}')
 
 
-# plateau: the paper's rule; step: fixed /10 steps; linear: warm-up, then linear decay to 0.
-SCHEDULES = ('plateau', 'step', 'linear')
+# plateau: the paper's rule; step: fixed /10 steps; linear: warm-up, then linear decay to 0;
+# restarts: warm-up, then cosine cycles to 0 that grow longer (SGDR).
+SCHEDULES = ('plateau', 'step', 'linear', 'restarts')
+
+
+def cycle_ends(first: float, mult: float, warmup: float, upto: float) -> Tuple[float, ...]:
+  """The epochs at which the 'restarts' schedule's cycles end, up to the first past `upto`."""
+  ends, length = [warmup + first], first
+  while ends[-1] < upto - 1e-9:
+    length *= mult
+    ends.append(ends[-1] + length)
+  return tuple(ends)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,7 +240,9 @@ class TrainConfig:
   step_boundaries_epochs: Tuple[float, ...] = (30.0, 60.0, 80.0)  # the fixed-step schedule
   epochs: float = 90.0  # paper 5: roughly 90 cycles through the training set
   max_steps: Optional[int] = None  # overrides epochs when set
-  warmup_epochs: float = 0.0  # 'linear': epochs of rising rate from 0; the paper has none
+  warmup_epochs: float = 0.0  # 'linear', 'restarts': epochs of rising rate from 0; the paper has none
+  restart_epochs: float = 12.0  # 'restarts': the first cycle after warm-up (SGDR's T_0)
+  restart_mult: float = 2.0  # 'restarts': each cycle twice the last (SGDR's best T_mult)
   label_smoothing: float = 0.0  # paper 5 trains on hard targets
   eval_every_epochs: float = 1.0  # plateau decisions need a validation error each epoch
   keep_checkpoints: int = 5  # the last N, plus the best one kept separately
@@ -264,6 +276,15 @@ class TrainConfig:
                                           self.max_steps is not None),
              f'TrainConfig.warmup_epochs must be >= 0 and shorter than the run, got '
              f'{self.warmup_epochs} of {self.epochs} epochs')
+    _require(self.restart_epochs > 0 and self.restart_mult >= 1,
+             f'TrainConfig.restart_epochs must be positive and restart_mult >= 1, got '
+             f'{self.restart_epochs} and {self.restart_mult}')
+    if self.schedule == 'restarts' and self.max_steps is None:
+      # A run that stops inside a cycle stops at a high rate: its weights are not a result.
+      ends = cycle_ends(self.restart_epochs, self.restart_mult, self.warmup_epochs, self.epochs)
+      _require(abs(ends[-1] - self.epochs) < 1e-6,
+               f'TrainConfig.epochs must end a cycle of the restarts schedule, got '
+               f'{self.epochs}; cycles end at {", ".join(f"{e:g}" for e in ends)}')
     _require(0 <= self.label_smoothing < 1,
              f'TrainConfig.label_smoothing must be in [0, 1), got {self.label_smoothing}')
     _require(self.eval_every_epochs > 0,

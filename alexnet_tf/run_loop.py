@@ -118,6 +118,11 @@ def learning_rate_fn(train: config_lib.TrainConfig, plan: RunPlan,
   """The training graph's rate: the plateau variable at `state`'s rate, or the steps'."""
   if train.schedule == 'plateau':
     return schedule.plateau_variable(state.learning_rate)
+  if train.schedule == 'restarts':
+    return schedule.restarts(train.learning_rate,
+                             schedule.warmup_steps(train, plan.steps_per_epoch),
+                             schedule.restart_steps(train, plan.steps_per_epoch),
+                             train.restart_mult)
   if train.schedule == 'linear':
     return schedule.linear(train.learning_rate,
                            schedule.warmup_steps(train, plan.steps_per_epoch), plan.total_steps)

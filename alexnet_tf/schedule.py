@@ -10,9 +10,14 @@ last step: the shape budgeted-training studies find best when the number of step
 (Li et al., ICLR 2020). tensorflow-addons' cyclical rates do not serve here: they are
 symmetric triangles between two rates, so a cycle cannot rise for one epoch and fall for
 fifteen, and its end returns to the starting rate instead of 0.
+`restarts`: the same warm-up, then cosine cycles from the peak to 0, each `restart_mult` times
+longer than the last (SGDR, Loshchilov & Hutter, ICLR 2017): every cycle's end is a finished
+run, so a long run has a result at 13, 37, 85, ... epochs and can be extended by a cycle. The
+graph uses Keras' `CosineDecayRestarts`.
 """
 
 import dataclasses
+import math
 from typing import Callable, List, Optional, Sequence
 
 import tensorflow as tf
@@ -97,6 +102,9 @@ def step_rate(config: TrainConfig, steps_per_epoch: int, step: int,
   """The rate of a step-driven schedule ('step' or 'linear', which needs `total_steps`) that
   trained the step reaching global step `step`, as the graph computes it from the global
   step before the update."""
+  if config.schedule == 'restarts':
+    return restarts_rate(config.learning_rate, warmup_steps(config, steps_per_epoch),
+                         restart_steps(config, steps_per_epoch), config.restart_mult, step - 1)
   if config.schedule == 'linear':
     if total_steps is None:
       raise ValueError("the 'linear' schedule's rate needs the run's total_steps")
@@ -126,6 +134,36 @@ def linear(peak: float, warmup: int, total: int) -> LearningRateFn:
     rising = peak * (step + 1.0) / max(warmup, 1)
     falling = peak * tf.maximum(float(total) - step, 0.0) / max(total - warmup, 1)
     return tf.where(step < warmup, rising, falling)
+  return fn
+
+
+def restart_steps(config: TrainConfig, steps_per_epoch: int) -> int:
+  """The first cosine cycle's steps."""
+  return max(round(config.restart_epochs * steps_per_epoch), 1)
+
+
+def restarts_rate(peak: float, warmup: int, first_cycle: int, mult: float, step: int) -> float:
+  """The 'restarts' schedule at global step `step` (the graph's formula, in Python): the
+  warm-up of `linear_rate`, then peak * (1 + cos(pi * t)) / 2, t the fraction of its cycle
+  done; the cycles after warm-up last first_cycle, first_cycle * mult, ... steps."""
+  if step < warmup:
+    return peak * (step + 1) / warmup
+  done, length = float(step - warmup), float(first_cycle)
+  while done >= length:  # at most a few dozen cycles: a closed form would round at the ends
+    done -= length
+    length *= mult
+  return peak * 0.5 * (1.0 + math.cos(math.pi * done / length))
+
+
+def restarts(peak: float, warmup: int, first_cycle: int, mult: float) -> LearningRateFn:
+  """The 'restarts' schedule in the graph: `restarts_rate` of the global step."""
+  cosine = tf.keras.optimizers.schedules.CosineDecayRestarts(
+      peak, first_cycle, t_mul=mult, m_mul=1.0, alpha=0.0)
+
+  def fn(global_step):
+    step = tf.cast(global_step, tf.float32)
+    rising = peak * (step + 1.0) / max(warmup, 1)
+    return tf.where(step < warmup, rising, cosine(tf.maximum(step - warmup, 0.0)))
   return fn
 
 

@@ -54,8 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--learning-rate', type=float, help='initial learning rate')
   p.add_argument('--schedule', choices=cfg.SCHEDULES, help='plateau: /10 when the validation '
                  'error stops improving (the paper); step: /10 at --decay-epochs; linear: '
-                 '--warmup-epochs rising, then falling to 0 at the end')
-  p.add_argument('--warmup-epochs', type=float, help='linear schedule: epochs of warm-up')
+                 '--warmup-epochs rising, then falling to 0 at the end; restarts: the same warm-up, then '
+                 'cosine cycles to 0 of --restart-epochs, twice as long each time')
+  p.add_argument('--warmup-epochs', type=float, help='linear, restarts: epochs of warm-up')
+  p.add_argument('--restart-epochs', type=float, help='restarts: epochs of the first cycle')
   p.add_argument('--label-smoothing', type=float, metavar='S', help='train on targets of '
                  '1 - S + S/K and S/K (0: the paper\'s hard targets)')
   p.add_argument('--nesterov', action=argparse.BooleanOptionalAction,
@@ -138,7 +140,8 @@ def config_from_args(args: argparse.Namespace,
       ('epochs', args.epochs), ('max_steps', args.max_steps), ('batch_size', args.batch_size),
       ('learning_rate', args.learning_rate), ('schedule', args.schedule),
       ('eval_every_epochs', args.eval_every), ('seed', args.seed),
-      ('warmup_epochs', args.warmup_epochs), ('label_smoothing', args.label_smoothing),
+      ('warmup_epochs', args.warmup_epochs), ('restart_epochs', args.restart_epochs),
+      ('label_smoothing', args.label_smoothing),
       ('nesterov', args.nesterov),
       ('init_from', args.init_from), ('restored_lr_scale', args.restored_lr_scale))
       if value is not None}
@@ -168,8 +171,11 @@ def config_from_args(args: argparse.Namespace,
   if args.decay_epochs is not None and config.train.schedule != 'step':
     raise ValueError(f'--decay-epochs is for --schedule step; the {args.dataset} recipe '
                      f'uses {config.train.schedule}')
-  if args.warmup_epochs is not None and config.train.schedule != 'linear':
-    raise ValueError(f'--warmup-epochs is for --schedule linear; the {args.dataset} recipe '
+  if args.warmup_epochs is not None and config.train.schedule not in ('linear', 'restarts'):
+    raise ValueError(f'--warmup-epochs is for --schedule linear or restarts; the '
+                     f'{args.dataset} recipe uses {config.train.schedule}')
+  if args.restart_epochs is not None and config.train.schedule != 'restarts':
+    raise ValueError(f'--restart-epochs is for --schedule restarts; the {args.dataset} recipe '
                      f'uses {config.train.schedule}')
   if args.data_dir is None and data != 'cifar10':
     raise ValueError(f'--dataset {args.dataset} needs --data-dir: only CIFAR-10 can be '

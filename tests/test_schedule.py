@@ -138,3 +138,33 @@ def test_the_linear_rate_needs_the_run_length():
 def test_warmup_must_be_shorter_than_the_run():
   with pytest.raises(ValueError, match='warmup_epochs'):
     TrainConfig(schedule='linear', warmup_epochs=5.0, epochs=5.0)
+
+
+def test_restarts_warm_up_then_repeat_cosine_cycles_as_the_graph_computes_them():
+  # 10 steps an epoch: 1 epoch of warm-up, then cycles of 1, 2 and 4 epochs (ends 2, 4, 8).
+  config = TrainConfig(learning_rate=0.02, schedule='restarts', warmup_epochs=1.0,
+                       restart_epochs=1.0, restart_mult=2.0, epochs=8.0)
+  assert schedule.restart_steps(config, steps_per_epoch=10) == 10
+  with tf.Graph().as_default():  # Keras' CosineDecayRestarts, behind the warm-up
+    step = tf.compat.v1.placeholder(tf.int64, [])
+    rate = schedule.restarts(0.02, 10, 10, 2.0)(step)
+    with tf.compat.v1.Session() as sess:
+      graph = np.array([sess.run(rate, {step: s}) for s in range(80)])
+  python = [schedule.step_rate(config, 10, s + 1) for s in range(80)]
+  np.testing.assert_allclose(graph, python, rtol=1e-5, atol=1e-8)
+  assert np.all(np.diff(graph[:10]) > 0) and graph[9] == pytest.approx(0.02)
+  for start, end in ((10, 20), (20, 40), (40, 80)):  # each cycle: the peak, falling to ~0
+    assert graph[start] == pytest.approx(0.02)
+    assert np.all(np.diff(graph[start:end]) < 0)
+    assert graph[end - 1] < 0.02 * 0.03
+    assert graph[(start + end) // 2] == pytest.approx(0.01)  # half-way down the cosine
+
+
+def test_a_restarts_run_must_end_a_cycle():
+  with pytest.raises(ValueError, match=r'cycles end at 3, 7\b'):
+    TrainConfig(schedule='restarts', warmup_epochs=1.0, restart_epochs=2.0, epochs=5.0)
+  TrainConfig(schedule='restarts', warmup_epochs=1.0, restart_epochs=2.0, epochs=7.0)
+  # A fixed number of steps (smoke runs) is not a recipe's result: not checked.
+  TrainConfig(schedule='restarts', restart_epochs=2.0, epochs=5.0, max_steps=10)
+  with pytest.raises(ValueError, match='restart_mult'):
+    TrainConfig(schedule='restarts', restart_mult=0.5)

@@ -54,6 +54,7 @@ def test_the_budget_ingredients_have_flags():
 @pytest.mark.parametrize('flags, schedule', [
     (['--decay-epochs', '5,7'], 'linear'),  # the default schedule has no steps to move
     (['--schedule', 'plateau', '--warmup-epochs', '1'], 'plateau'),
+    (['--restart-epochs', '6'], 'linear'),
 ])
 def test_a_flag_of_another_schedule_is_refused(flags, schedule):
   with pytest.raises(ValueError, match=f'uses {schedule}'):
@@ -64,3 +65,16 @@ def test_one_tower_device_builds_the_unsplit_net():
   config = _config('--tower-devices', '/cpu:0')
   assert config.model.num_towers == 1
   assert config.model.tower_devices == ('/cpu:0',)
+
+
+def test_the_long_recipe_trains_on_cifar10_data_in_cycles():
+  args = train.build_parser().parse_args(['--dataset', 'cifar10_long'])
+  config, paths, _ = train.config_from_args(args)
+  assert config.model == recipes.get_config('cifar10').model
+  assert (config.train.schedule, config.train.epochs) == ('restarts', 181.0)
+  assert paths.data_dir.endswith('data/cifar10')
+  # A shorter first cycle moves every end: 1 + 6 + 12 = 19 epochs is a finished run.
+  assert _config('--dataset', 'cifar10_long', '--restart-epochs', '6',
+                 '--epochs', '19').train.restart_epochs == 6.0
+  with pytest.raises(ValueError, match='cycles end at 13, 37, 85'):
+    _config('--dataset', 'cifar10_long', '--epochs', '50')
