@@ -240,7 +240,7 @@ class TrainConfig:
   step_boundaries_epochs: Tuple[float, ...] = (30.0, 60.0, 80.0)  # the fixed-step schedule
   epochs: float = 90.0  # paper 5: roughly 90 cycles through the training set
   max_steps: Optional[int] = None  # overrides epochs when set
-  warmup_epochs: float = 0.0  # 'linear', 'restarts': epochs of rising rate from 0; the paper has none
+  warmup_epochs: float = 0.0  # linear, restarts: epochs of rising rate from 0; the paper: none
   restart_epochs: float = 12.0  # 'restarts': the first cycle after warm-up (SGDR's T_0)
   restart_mult: float = 2.0  # 'restarts': each cycle twice the last (SGDR's best T_mult)
   label_smoothing: float = 0.0  # paper 5 trains on hard targets

@@ -99,9 +99,9 @@ def step_boundaries(config: TrainConfig, steps_per_epoch: int) -> List[int]:
 
 def step_rate(config: TrainConfig, steps_per_epoch: int, step: int,
               total_steps: Optional[int] = None) -> float:
-  """The rate of a step-driven schedule ('step' or 'linear', which needs `total_steps`) that
-  trained the step reaching global step `step`, as the graph computes it from the global
-  step before the update."""
+  """The rate of a step-driven schedule ('step', 'restarts' or 'linear', which needs
+  `total_steps`) that trained the step reaching global step `step`, as the graph computes it
+  from the global step before the update."""
   if config.schedule == 'restarts':
     return restarts_rate(config.learning_rate, warmup_steps(config, steps_per_epoch),
                          restart_steps(config, steps_per_epoch), config.restart_mult, step - 1)
