@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--learning-rate', type=float, help='initial learning rate')
   p.add_argument('--schedule', choices=cfg.SCHEDULES, help='plateau: /10 when the validation '
                  'error stops improving (the paper); step: /10 at --decay-epochs; linear: '
-                 '--warmup-epochs rising, then falling to 0 at the end; restarts: the same warm-up, '
-                 'then cosine cycles to 0 of --restart-epochs, twice as long each time')
+                 '--warmup-epochs rising, then falling to 0 at the end; restarts: the same '
+                 'warm-up, then cosine cycles to 0 of --restart-epochs, each twice the last')
   p.add_argument('--warmup-epochs', type=float, help='linear, restarts: epochs of warm-up')
   p.add_argument('--restart-epochs', type=float, help='restarts: epochs of the first cycle')
   p.add_argument('--label-smoothing', type=float, metavar='S', help='train on targets of '
