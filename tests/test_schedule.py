@@ -1,4 +1,5 @@
-"""The paper's learning-rate schedules: plateau (with its saved state) and fixed steps."""
+"""The learning-rate schedules: the paper's plateau (with its saved state) and fixed steps,
+linear, and restarts."""
 
 import dataclasses
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import rundir, schedule
+from alexnet_tf import run_loop, rundir, schedule
 from alexnet_tf.config import TrainConfig
 
 CONFIG = TrainConfig(learning_rate=0.01, plateau_patience=2, max_decays=2)
@@ -168,3 +169,17 @@ def test_a_restarts_run_must_end_a_cycle():
   TrainConfig(schedule='restarts', restart_epochs=2.0, epochs=5.0, max_steps=10)
   with pytest.raises(ValueError, match='restart_mult'):
     TrainConfig(schedule='restarts', restart_mult=0.5)
+
+
+def test_the_run_loop_trains_a_restarts_config_on_its_schedule():
+  config = TrainConfig(learning_rate=0.02, schedule='restarts', warmup_epochs=1.0,
+                       restart_epochs=2.0, epochs=7.0)
+  plan = run_loop.RunPlan(steps_per_epoch=10, total_steps=70, eval_every=10)
+  with tf.Graph().as_default():
+    step = tf.compat.v1.placeholder(tf.int64, [])
+    rate = run_loop.learning_rate_fn(config, plan, schedule.PlateauState(0.02))(step)
+    with tf.compat.v1.Session() as sess:
+      graph = [sess.run(rate, {step: s}) for s in range(70)]
+  np.testing.assert_allclose(graph, [schedule.step_rate(config, 10, s + 1) for s in range(70)],
+                             rtol=1e-5, atol=1e-8)
+  assert graph[30] == pytest.approx(0.02)  # the second cycle starts at epoch 3
