@@ -180,6 +180,10 @@ def record_evaluation(model_dir: str, train_config: config_lib.TrainConfig, plan
         train_config, plan.steps_per_epoch, step + 1, plan.total_steps))
   if new_state.best_step == step:
     rundir.keep_best(model_dir, step, metrics)
+  if train_config.schedule == 'restarts' and schedule.ends_cycle(train_config,
+                                                                   plan.steps_per_epoch, step):
+    log.info('a cycle of the restarts schedule ended: checkpoint %d kept in %s', step,
+             rundir.keep_cycle_end(model_dir, step, step / plan.steps_per_epoch, metrics))
   if new_state.decays > state.decays:
     log.info('validation error has not improved for %d evaluations: learning rate %g -> %g',
              train_config.plateau_patience, state.learning_rate, new_state.learning_rate)

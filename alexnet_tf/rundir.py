@@ -6,6 +6,7 @@
   schedule_state.json    the plateau schedule's state after the newest evaluation
   history.jsonl          one JSON line per evaluation
   best/                  a copy of the best checkpoint so far, with its metrics.json
+  cycles/epoch-N/        the `restarts` schedule: a copy of each cycle's last checkpoint
   .lock                  held (flock) by the one training process writing the directory
                          (in a cluster: the chief)
   .joined/               a parameter_server cluster's start marks (hooks.JoinBarrierHook)
@@ -39,7 +40,8 @@ MEAN_FILE = 'train_mean.npy'
 STATE_FILE = 'schedule_state.json'
 HISTORY_FILE = 'history.jsonl'
 BEST_DIR = 'best'
-BEST_METRICS_FILE = 'metrics.json'  # in best/
+BEST_METRICS_FILE = 'metrics.json'  # in best/ and each cycles/epoch-N/
+CYCLES_DIR = 'cycles'
 LOCK_FILE = '.lock'
 
 
@@ -158,9 +160,10 @@ def latest_step(model_dir: str) -> int:
 
 
 def resolve_checkpoint(model_dir: str, which: str = 'best') -> str:
-  """'best' (model_dir/best), 'latest' (the newest), or a checkpoint path as given."""
-  if which in ('best', 'latest'):
-    directory = os.path.join(model_dir, BEST_DIR) if which == 'best' else model_dir
+  """'best' (model_dir/best), 'latest' (the newest), a directory's checkpoint (such as
+  cycles/epoch-37), or a checkpoint path as given."""
+  if which in ('best', 'latest') or os.path.isdir(which):
+    directory = {'best': os.path.join(model_dir, BEST_DIR), 'latest': model_dir}.get(which, which)
     path = tf1.train.latest_checkpoint(directory)
     if path is None:
       raise FileNotFoundError(f'{directory}: no checkpoint ({which})')
@@ -206,18 +209,33 @@ def read_history(model_dir: str) -> List[Dict[str, float]]:
 
 def keep_best(model_dir: str, step: int, metrics: Dict[str, float]) -> None:
   """Copies checkpoint `step` to model_dir/best/ with its metrics, replacing the previous."""
-  best = os.path.join(model_dir, BEST_DIR)
-  tmp = best + '.tmp'
+  _keep(model_dir, step, metrics, os.path.join(model_dir, BEST_DIR))
+
+
+def keep_cycle_end(model_dir: str, step: int, epoch: float, metrics: Dict[str, float]) -> str:
+  """Copies checkpoint `step`, the end of a `restarts` cycle at `epoch`, to
+  model_dir/cycles/epoch-EPOCH/ with its metrics (the last 5 checkpoints rotate away); returns
+  that directory, which `resolve_checkpoint` accepts."""
+  directory = os.path.join(model_dir, CYCLES_DIR, f'epoch-{epoch:g}')
+  os.makedirs(os.path.dirname(directory), exist_ok=True)
+  _keep(model_dir, step, metrics, directory)
+  return directory
+
+
+def _keep(model_dir: str, step: int, metrics: Dict[str, float], directory: str) -> None:
+  """Copies checkpoint `step` and its metrics.json to `directory`, replacing what was there."""
+  tmp = directory + '.tmp'
   shutil.rmtree(tmp, ignore_errors=True)
   os.makedirs(tmp)
   files = glob.glob(os.path.join(model_dir, f'model.ckpt-{step}') + '.*')
-  if not files:  # a best/ naming a missing checkpoint would pass for one until restored
-    raise FileNotFoundError(f'{model_dir}: no checkpoint model.ckpt-{step} to keep as the best')
+  if not files:  # a copy naming a missing checkpoint would pass for one until restored
+    raise FileNotFoundError(f'{model_dir}: no checkpoint model.ckpt-{step} to keep in '
+                            f'{directory}')
   for path in files:
     shutil.copy2(path, tmp)
   with open(os.path.join(tmp, 'checkpoint'), 'w', encoding='utf-8') as f:
     f.write(f'model_checkpoint_path: "model.ckpt-{step}"\n')
   with open(os.path.join(tmp, BEST_METRICS_FILE), 'w', encoding='utf-8') as f:
     json.dump(dict(step=step, **metrics), f, indent=2)
-  shutil.rmtree(best, ignore_errors=True)
-  os.replace(tmp, best)
+  shutil.rmtree(directory, ignore_errors=True)
+  os.replace(tmp, directory)

@@ -155,6 +155,15 @@ def restarts_rate(peak: float, warmup: int, first_cycle: int, mult: float, step:
   return peak * 0.5 * (1.0 + math.cos(math.pi * done / length))
 
 
+def ends_cycle(config: TrainConfig, steps_per_epoch: int, step: int) -> bool:
+  """Whether a 'restarts' cycle ends at global step `step`: the next update is a restart."""
+  warmup, first = warmup_steps(config, steps_per_epoch), restart_steps(config, steps_per_epoch)
+  if step < warmup + first:
+    return False
+  rate = lambda s: restarts_rate(config.learning_rate, warmup, first, config.restart_mult, s)
+  return rate(step) > rate(step - 1)
+
+
 def restarts(peak: float, warmup: int, first_cycle: int, mult: float) -> LearningRateFn:
   """The 'restarts' schedule in the graph: `restarts_rate` of the global step."""
   cosine = tf.keras.optimizers.schedules.CosineDecayRestarts(

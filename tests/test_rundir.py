@@ -125,3 +125,18 @@ def test_record_evaluation_under_the_step_schedule_stores_the_rate_in_use(tmp_pa
   rates = [h['learning_rate'] for h in rundir.read_history(str(tmp_path))]
   assert rates == pytest.approx([train_config.learning_rate] * 2 +
                                 [train_config.learning_rate * train_config.lr_decay_factor])
+
+
+def test_record_evaluation_keeps_the_end_of_each_restarts_cycle(tmp_path):
+  train_config = dataclasses.replace(CONFIG.train, schedule='restarts', warmup_epochs=1.0,
+                                     restart_epochs=1.0, epochs=4.0)
+  plan = run_loop.RunPlan(steps_per_epoch=10, total_steps=40, eval_every=10)
+  for step in (10, 20, 30, 40):  # the copies take the checkpoint files: fake ones suffice
+    (tmp_path / f'model.ckpt-{step}.index').write_text('')
+    run_loop.record_evaluation(str(tmp_path), train_config, plan, step,
+                               {'top1_accuracy': 0.5, 'top5_accuracy': 0.9, 'loss': 1.0})
+  cycles = tmp_path / rundir.CYCLES_DIR
+  assert sorted(p.name for p in cycles.iterdir()) == ['epoch-2', 'epoch-4']  # 1 + 1, + 2
+  assert (cycles / 'epoch-4' / 'model.ckpt-40.index').exists()
+  assert rundir.resolve_checkpoint(str(tmp_path), str(cycles / 'epoch-2')).endswith(
+      'model.ckpt-20')

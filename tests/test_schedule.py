@@ -183,3 +183,10 @@ def test_the_run_loop_trains_a_restarts_config_on_its_schedule():
   np.testing.assert_allclose(graph, [schedule.step_rate(config, 10, s + 1) for s in range(70)],
                              rtol=1e-5, atol=1e-8)
   assert graph[30] == pytest.approx(0.02)  # the second cycle starts at epoch 3
+
+
+def test_a_cycle_ends_where_the_next_update_restarts():
+  # 10 steps an epoch: warm-up to step 10, then cycles of 10, 20 and 40 steps.
+  config = TrainConfig(schedule='restarts', warmup_epochs=1.0, restart_epochs=1.0, epochs=8.0)
+  ends = [s for s in range(1, 81) if schedule.ends_cycle(config, 10, s)]
+  assert ends == [20, 40, 80]
