@@ -217,7 +217,8 @@ SCHEDULES = ('plateau', 'step', 'linear', 'restarts')
 
 
 def cycle_ends(first: float, mult: float, warmup: float, upto: float) -> Tuple[float, ...]:
-  """The epochs at which the 'restarts' schedule's cycles end, up to the first past `upto`."""
+  """Where the 'restarts' schedule's cycles end, up to the first at or past `upto`: in
+  epochs, or in steps when the lengths are given in steps (`schedule.cycle_end_steps`)."""
   ends, length = [warmup + first], first
   while ends[-1] < upto - 1e-9:
     length *= mult

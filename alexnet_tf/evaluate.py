@@ -143,7 +143,8 @@ def main(argv=None) -> int:
   source.add_argument('--model-dir', help='a training run (reads its run.json)')
   source.add_argument('--saved-model', help='an exported SavedModel directory')
   parser.add_argument('--checkpoint', default='best', help='with --model-dir: "best" '
-                      '(default), "latest" or a checkpoint path')
+                      '(default), "latest", a directory such as cycles/epoch-37, or a '
+                      'checkpoint path')
   parser.add_argument('--data-dir', help='converted dataset (default: the run\'s; required '
                       'with --saved-model)')
   parser.add_argument('--split', default=records.VALIDATION, choices=records.SPLITS)

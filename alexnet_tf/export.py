@@ -186,7 +186,8 @@ def main(argv=None) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--model-dir', required=True, help='a training run\'s directory')
   parser.add_argument('--checkpoint', default='best',
-                      help='"best" (model-dir/best, the default), "latest", or a checkpoint path')
+                      help='"best" (model-dir/best, the default), "latest", a directory such as '
+                      'cycles/epoch-37, or a checkpoint path')
   parser.add_argument('--export-dir', help='export base (default: MODEL_DIR/export)')
   parser.add_argument('--data-dir', help='dataset for the class names (default: the one '
                       'the run trained on; the mean is always the training mean)')

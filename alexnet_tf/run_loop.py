@@ -61,8 +61,25 @@ class RunPlan:
                        f'of {train.batch_size}; lower --batch-size')
     total = train.max_steps if train.max_steps is not None else math.ceil(
         train.epochs * steps_per_epoch)
-    eval_every = max(1, round(train.eval_every_epochs * steps_per_epoch))
-    return cls(steps_per_epoch, total, min(eval_every, total))
+    eval_every = min(max(1, round(train.eval_every_epochs * steps_per_epoch)), total)
+    if train.schedule == 'restarts' and train.max_steps is None:
+      _check_cycle_ends(train, steps_per_epoch, total, eval_every)
+    return cls(steps_per_epoch, total, eval_every)
+
+
+def _check_cycle_ends(train, steps_per_epoch: int, total: int, eval_every: int) -> None:
+  """ValueError unless the run stops at a cycle's end and every end is a checkpoint:
+  TrainConfig checks the epochs, but the steps are rounded."""
+  ends = schedule.cycle_end_steps(train, steps_per_epoch, total)
+  listed = ', '.join(map(str, ends))
+  if ends[-1] != total:
+    raise ValueError(f'the restarts schedule\'s cycles end at steps {listed} of '
+                     f'{steps_per_epoch} an epoch, and the run\'s {train.epochs:g} epochs are '
+                     f'{total} steps: it would stop inside a cycle; choose whole epochs')
+  if any(e % eval_every for e in ends):
+    raise ValueError(f'the restarts schedule\'s cycles end at steps {listed}, and the run '
+                     f'evaluates every {eval_every} steps: every cycle\'s end must be '
+                     f'evaluated and kept; choose --eval-every to divide them (e.g. 1)')
 
 
 def train_and_evaluate(config: Config, data_dir: str, model_dir: str,
@@ -160,7 +177,8 @@ def record_evaluation(model_dir: str, train_config: config_lib.TrainConfig, plan
                       step: int, metrics: Mapping[str, float],
                       eval_seconds: Optional[float] = None) -> schedule.PlateauState:
   """The bookkeeping after the validation of checkpoint `step`: the plateau state update,
-  best/ when it is the best so far, and its history line; returns the new plateau state.
+  best/ when it is the best so far, cycles/epoch-N/ when it ends a 'restarts' cycle, and its
+  history line; returns the new plateau state.
 
   `metrics` is what `Estimator.evaluate` returns (top1_accuracy, top5_accuracy, loss, ...).
   The state is read from and written to the run directory, so any caller can do this (the

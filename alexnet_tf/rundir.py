@@ -160,13 +160,16 @@ def latest_step(model_dir: str) -> int:
 
 
 def resolve_checkpoint(model_dir: str, which: str = 'best') -> str:
-  """'best' (model_dir/best), 'latest' (the newest), a directory's checkpoint (such as
-  cycles/epoch-37), or a checkpoint path as given."""
-  if which in ('best', 'latest') or os.path.isdir(which):
-    directory = {'best': os.path.join(model_dir, BEST_DIR), 'latest': model_dir}.get(which, which)
+  """'best' (model_dir/best), 'latest' (the newest), the checkpoint of a directory (a path,
+  or one inside model_dir such as cycles/epoch-37), or a checkpoint path as given."""
+  named = {'best': os.path.join(model_dir, BEST_DIR), 'latest': model_dir}
+  directory = named.get(which) or next(
+      (d for d in (which, os.path.join(model_dir, which)) if os.path.isdir(d)), None)
+  if directory is not None:
     path = tf1.train.latest_checkpoint(directory)
     if path is None:
-      raise FileNotFoundError(f'{directory}: no checkpoint ({which})')
+      raise FileNotFoundError(f'{directory}: no checkpoint' +
+                              (f' ({which})' if which in named else ''))
     return path
   if not os.path.isfile(which + '.index'):
     raise FileNotFoundError(f'{which}: no such checkpoint')
@@ -214,7 +217,7 @@ def keep_best(model_dir: str, step: int, metrics: Dict[str, float]) -> None:
 
 def keep_cycle_end(model_dir: str, step: int, epoch: float, metrics: Dict[str, float]) -> str:
   """Copies checkpoint `step`, the end of a `restarts` cycle at `epoch`, to
-  model_dir/cycles/epoch-EPOCH/ with its metrics (the last 5 checkpoints rotate away); returns
+  model_dir/cycles/epoch-EPOCH/ with its metrics (the Estimator's own rotate away); returns
   that directory, which `resolve_checkpoint` accepts."""
   directory = os.path.join(model_dir, CYCLES_DIR, f'epoch-{epoch:g}')
   os.makedirs(os.path.dirname(directory), exist_ok=True)

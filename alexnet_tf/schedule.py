@@ -22,6 +22,7 @@ from typing import Callable, List, Optional, Sequence
 
 import tensorflow as tf
 
+from alexnet_tf import config as config_lib
 from alexnet_tf.config import TrainConfig
 
 LearningRateFn = Callable[[tf.Tensor], tf.Tensor]
@@ -118,12 +119,23 @@ def warmup_steps(config: TrainConfig, steps_per_epoch: int) -> int:
   return round(config.warmup_epochs * steps_per_epoch)
 
 
+def warmup_rate(peak: float, warmup: int, step: int) -> float:
+  """The warm-up of 'linear' and 'restarts': the step-th update uses peak * (step + 1) /
+  warmup (never 0, so the first update moves)."""
+  return peak * (step + 1) / warmup
+
+
+def _graph_warmup(peak: float, warmup: int, step: tf.Tensor, after: tf.Tensor) -> tf.Tensor:
+  """`warmup_rate` in the graph for float32 `step` < warmup, `after` from there on."""
+  return tf.where(step < warmup, peak * (step + 1.0) / max(warmup, 1), after)
+
+
 def linear_rate(peak: float, warmup: int, total: int, step: int) -> float:
   """The 'linear' schedule at global step `step` (the graph's formula, in Python): the
-  step-th update of `total` uses peak * (step + 1) / warmup while warming up (never 0, so
-  the first update moves), then peak * (total - step) / (total - warmup)."""
+  step-th update of `total` uses `warmup_rate` while warming up, then
+  peak * (total - step) / (total - warmup)."""
   if step < warmup:
-    return peak * (step + 1) / warmup
+    return warmup_rate(peak, warmup, step)
   return peak * max(total - step, 0) / max(total - warmup, 1)
 
 
@@ -131,9 +143,8 @@ def linear(peak: float, warmup: int, total: int) -> LearningRateFn:
   """The 'linear' schedule in the graph: `linear_rate` of the global step."""
   def fn(global_step):
     step = tf.cast(global_step, tf.float32)
-    rising = peak * (step + 1.0) / max(warmup, 1)
     falling = peak * tf.maximum(float(total) - step, 0.0) / max(total - warmup, 1)
-    return tf.where(step < warmup, rising, falling)
+    return _graph_warmup(peak, warmup, step, falling)
   return fn
 
 
@@ -143,11 +154,11 @@ def restart_steps(config: TrainConfig, steps_per_epoch: int) -> int:
 
 
 def restarts_rate(peak: float, warmup: int, first_cycle: int, mult: float, step: int) -> float:
-  """The 'restarts' schedule at global step `step` (the graph's formula, in Python): the
-  warm-up of `linear_rate`, then peak * (1 + cos(pi * t)) / 2, t the fraction of its cycle
-  done; the cycles after warm-up last first_cycle, first_cycle * mult, ... steps."""
+  """The 'restarts' schedule at global step `step` (the graph's formula, in Python):
+  `warmup_rate`, then peak * (1 + cos(pi * t)) / 2, t the fraction of its cycle done; the
+  cycles after warm-up last first_cycle, first_cycle * mult, ... steps."""
   if step < warmup:
-    return peak * (step + 1) / warmup
+    return warmup_rate(peak, warmup, step)
   done, length = float(step - warmup), float(first_cycle)
   while done >= length:  # at most a few dozen cycles: a closed form would round at the ends
     done -= length
@@ -155,13 +166,17 @@ def restarts_rate(peak: float, warmup: int, first_cycle: int, mult: float, step:
   return peak * 0.5 * (1.0 + math.cos(math.pi * done / length))
 
 
+def cycle_end_steps(config: TrainConfig, steps_per_epoch: int, upto: int) -> List[int]:
+  """The global steps at which 'restarts' cycles end, up to the first at or past `upto`: the
+  checkpoints whose next update is a restart (`config.cycle_ends` on the rounded steps)."""
+  ends = config_lib.cycle_ends(restart_steps(config, steps_per_epoch), config.restart_mult,
+                               warmup_steps(config, steps_per_epoch), upto)
+  return [math.ceil(e - 1e-9) for e in ends]
+
+
 def ends_cycle(config: TrainConfig, steps_per_epoch: int, step: int) -> bool:
-  """Whether a 'restarts' cycle ends at global step `step`: the next update is a restart."""
-  warmup, first = warmup_steps(config, steps_per_epoch), restart_steps(config, steps_per_epoch)
-  if step < warmup + first:
-    return False
-  rate = lambda s: restarts_rate(config.learning_rate, warmup, first, config.restart_mult, s)
-  return rate(step) > rate(step - 1)
+  """Whether a 'restarts' cycle ends at global step `step`."""
+  return step in cycle_end_steps(config, steps_per_epoch, step)
 
 
 def restarts(peak: float, warmup: int, first_cycle: int, mult: float) -> LearningRateFn:
@@ -171,8 +186,7 @@ def restarts(peak: float, warmup: int, first_cycle: int, mult: float) -> Learnin
 
   def fn(global_step):
     step = tf.cast(global_step, tf.float32)
-    rising = peak * (step + 1.0) / max(warmup, 1)
-    return tf.where(step < warmup, rising, cosine(tf.maximum(step - warmup, 0.0)))
+    return _graph_warmup(peak, warmup, step, cosine(tf.maximum(step - warmup, 0.0)))
   return fn
 
 

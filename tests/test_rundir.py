@@ -140,3 +140,5 @@ def test_record_evaluation_keeps_the_end_of_each_restarts_cycle(tmp_path):
   assert (cycles / 'epoch-4' / 'model.ckpt-40.index').exists()
   assert rundir.resolve_checkpoint(str(tmp_path), str(cycles / 'epoch-2')).endswith(
       'model.ckpt-20')
+  # A directory inside the run, as `evaluate --checkpoint cycles/epoch-4` names it.
+  assert rundir.resolve_checkpoint(str(tmp_path), 'cycles/epoch-4').endswith('model.ckpt-40')

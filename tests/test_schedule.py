@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from alexnet_tf import run_loop, rundir, schedule
+from alexnet_tf import recipes, run_loop, rundir, schedule
 from alexnet_tf.config import TrainConfig
 
 CONFIG = TrainConfig(learning_rate=0.01, plateau_patience=2, max_decays=2)
@@ -190,3 +190,28 @@ def test_a_cycle_ends_where_the_next_update_restarts():
   config = TrainConfig(schedule='restarts', warmup_epochs=1.0, restart_epochs=1.0, epochs=8.0)
   ends = [s for s in range(1, 81) if schedule.ends_cycle(config, 10, s)]
   assert ends == [20, 40, 80]
+
+
+def test_the_long_recipes_cycles_end_on_its_epochs_in_steps():
+  config = recipes.get_config('cifar10_long')
+  plan = run_loop.RunPlan.make(config, num_train=45000)  # the validation split's 5,000 held out
+  assert plan.steps_per_epoch == 351 and plan.total_steps == 181 * 351
+  ends = schedule.cycle_end_steps(config.train, 351, plan.total_steps)
+  assert ends == [13 * 351, 37 * 351, 85 * 351, 181 * 351]
+  rate = lambda s: schedule.step_rate(config.train, 351, s + 1)  # of the update at step s
+  for end in ends:
+    assert schedule.ends_cycle(config.train, 351, end)
+    assert not schedule.ends_cycle(config.train, 351, end - 1)
+    assert rate(end - 1) < 1e-6 and rate(end) == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize('overrides, message', [
+    # 353 steps an epoch: the warm-up rounds to 176 steps, the run to ceil(4412.5) = 4413.
+    (dict(warmup_epochs=0.5, epochs=12.5), 'stop inside a cycle'),
+    (dict(eval_every_epochs=2.0), 'must be evaluated'),  # ends at 13 and 37 epochs: odd
+])
+def test_a_restarts_run_whose_steps_miss_a_cycle_end_is_refused(overrides, message):
+  config = recipes.get_config('cifar10_long')
+  config = dataclasses.replace(config, train=dataclasses.replace(config.train, **overrides))
+  with pytest.raises(ValueError, match=message):
+    run_loop.RunPlan.make(config, num_train=353 * 128)

@@ -17,7 +17,8 @@ def add_model_args(parser: argparse.ArgumentParser, several: bool = False) -> No
   group.add_argument('--saved-model', nargs='+' if several else None,
                      help='exported SavedModel directory' + ('(s)' if several else ''))
   parser.add_argument('--checkpoint', default='best',
-                      help='with --model-dir: "best" (default), "latest" or a checkpoint path')
+                      help='with --model-dir: "best" (default), "latest", a directory such as '
+                      'cycles/epoch-37, or a checkpoint path')
   parser.add_argument('--output', required=True, help='PNG to write')
   parser.add_argument('--verbose', action='store_true', help='a traceback with an error')
 
