@@ -67,7 +67,8 @@ class RunPlan:
     return cls(steps_per_epoch, total, eval_every)
 
 
-def _check_cycle_ends(train, steps_per_epoch: int, total: int, eval_every: int) -> None:
+def _check_cycle_ends(train: config_lib.TrainConfig, steps_per_epoch: int, total: int,
+                      eval_every: int) -> None:
   """ValueError unless the run stops at a cycle's end and every end is a checkpoint:
   TrainConfig checks the epochs, but the steps are rounded."""
   ends = schedule.cycle_end_steps(train, steps_per_epoch, total)

@@ -220,7 +220,6 @@ def keep_cycle_end(model_dir: str, step: int, epoch: float, metrics: Dict[str, f
   model_dir/cycles/epoch-EPOCH/ with its metrics (the Estimator's own rotate away); returns
   that directory, which `resolve_checkpoint` accepts."""
   directory = os.path.join(model_dir, CYCLES_DIR, f'epoch-{epoch:g}')
-  os.makedirs(os.path.dirname(directory), exist_ok=True)
   _keep(model_dir, step, metrics, directory)
   return directory
 
@@ -229,7 +228,7 @@ def _keep(model_dir: str, step: int, metrics: Dict[str, float], directory: str) 
   """Copies checkpoint `step` and its metrics.json to `directory`, replacing what was there."""
   tmp = directory + '.tmp'
   shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(tmp)
+  os.makedirs(tmp)  # and its parents (cycles/)
   files = glob.glob(os.path.join(model_dir, f'model.ckpt-{step}') + '.*')
   if not files:  # a copy naming a missing checkpoint would pass for one until restored
     raise FileNotFoundError(f'{model_dir}: no checkpoint model.ckpt-{step} to keep in '

@@ -22,8 +22,7 @@ from typing import Callable, List, Optional, Sequence
 
 import tensorflow as tf
 
-from alexnet_tf import config as config_lib
-from alexnet_tf.config import TrainConfig
+from alexnet_tf.config import TrainConfig, cycle_ends
 
 LearningRateFn = Callable[[tf.Tensor], tf.Tensor]
 
@@ -169,8 +168,8 @@ def restarts_rate(peak: float, warmup: int, first_cycle: int, mult: float, step:
 def cycle_end_steps(config: TrainConfig, steps_per_epoch: int, upto: int) -> List[int]:
   """The global steps at which 'restarts' cycles end, up to the first at or past `upto`: the
   checkpoints whose next update is a restart (`config.cycle_ends` on the rounded steps)."""
-  ends = config_lib.cycle_ends(restart_steps(config, steps_per_epoch), config.restart_mult,
-                               warmup_steps(config, steps_per_epoch), upto)
+  ends = cycle_ends(restart_steps(config, steps_per_epoch), config.restart_mult,
+                    warmup_steps(config, steps_per_epoch), upto)
   return [math.ceil(e - 1e-9) for e in ends]
 
 

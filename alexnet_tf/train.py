@@ -141,8 +141,7 @@ def config_from_args(args: argparse.Namespace,
       ('learning_rate', args.learning_rate), ('schedule', args.schedule),
       ('eval_every_epochs', args.eval_every), ('seed', args.seed),
       ('warmup_epochs', args.warmup_epochs), ('restart_epochs', args.restart_epochs),
-      ('label_smoothing', args.label_smoothing),
-      ('nesterov', args.nesterov),
+      ('label_smoothing', args.label_smoothing), ('nesterov', args.nesterov),
       ('init_from', args.init_from), ('restored_lr_scale', args.restored_lr_scale))
       if value is not None}
   if args.trainable is not None:
